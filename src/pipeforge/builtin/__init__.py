@@ -1,0 +1,73 @@
+"""pipeforge's built-in plugin: optimizers, schedulers, losses, accuracy, TensorBoard, vision
+transforms, and a synthetic dataset with an MLP so a recipe runs with no download.
+
+It is registered through the `pipeforge` entry-point group exactly like a third-party plugin,
+and its build hooks are the default route from a recipe table to the registry. Builders are
+named lazily ("module:function") so that discovery never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeforge.builtin import params as p
+from pipeforge.context import BuildContext
+from pipeforge.hookspecs import hookimpl
+from pipeforge.registry import Component, ComponentSpec, NoParams
+
+_B = "pipeforge.builtin"
+
+COMPONENTS = [
+    Component("optimizer", "sgd", p.SGDParams, f"{_B}.optim:build_sgd", "Stochastic gradient descent (torch.optim.SGD)."),
+    Component("optimizer", "adam", p.AdamParams, f"{_B}.optim:build_adam", "Adam (torch.optim.Adam)."),
+    Component("optimizer", "adamw", p.AdamWParams, f"{_B}.optim:build_adamw", "AdamW (torch.optim.AdamW)."),
+    Component("scheduler", "step_lr", p.StepLRParams, f"{_B}.optim:build_step_lr", "Decay the learning rate by gamma every step_size epochs."),
+    Component("scheduler", "cosine", p.CosineParams, f"{_B}.optim:build_cosine", "Cosine annealing of the learning rate over epochs."),
+    Component("loss", "cross_entropy", p.CrossEntropyParams, f"{_B}.losses:build_cross_entropy", "Cross-entropy over class logits (targets are class indices)."),
+    Component("loss", "mse", p.MSEParams, f"{_B}.losses:build_mse", "Mean squared error."),
+    Component("metric", "accuracy", p.AccuracyParams, f"{_B}.metrics:build_accuracy", "Fraction of samples whose target is among the top-k logits."),
+    Component("callback", "tensorboard", p.TensorBoardParams, f"{_B}.tensorboard:build", "Write the loss per step and every metric per epoch to <run dir>/tensorboard."),
+    Component("dataset", "synthetic_classification", p.SyntheticClassificationParams, f"{_B}.synthetic:build_dataset", "Gaussian blobs, one per class; deterministic from the run seed."),
+    Component("model", "mlp", p.MLPParams, f"{_B}.synthetic:build_mlp", "Multi-layer perceptron over flattened inputs."),
+    Component("transform", "convert", p.ConvertParams, f"{_B}.transforms:build_convert", "Convert a PIL image to RGB or L (palette, RGBA, grayscale in)."),
+    Component("transform", "resize", p.ResizeParams, f"{_B}.transforms:build_resize", "Resize an image (torchvision Resize)."),
+    Component("transform", "center_crop", p.CropParams, f"{_B}.transforms:build_center_crop", "Crop the centre of an image."),
+    Component("transform", "random_resized_crop", p.RandomResizedCropParams, f"{_B}.transforms:build_random_resized_crop", "Random crop of random size and aspect, resized (augmentation)."),
+    Component("transform", "random_horizontal_flip", p.FlipParams, f"{_B}.transforms:build_random_horizontal_flip", "Flip left-right with probability p (augmentation)."),
+    Component("transform", "to_tensor", NoParams, f"{_B}.transforms:build_to_tensor", "PIL image to a float tensor in [0, 1], channels first."),
+    Component("transform", "normalize", p.NormalizeParams, f"{_B}.transforms:build_normalize", "Subtract mean and divide by std, per channel."),
+]
+
+
+@hookimpl
+def register_components() -> list[Component]:
+    return COMPONENTS
+
+
+# The default build route: a recipe table → the registered component's builder. Marked
+# trylast so that a plugin implementing the same hook is asked first.
+
+
+@hookimpl(trylast=True)
+def build_dataset(spec: ComponentSpec, context: BuildContext) -> Any:
+    return context.build("dataset", spec)
+
+
+@hookimpl(trylast=True)
+def build_model(spec: ComponentSpec, context: BuildContext) -> Any:
+    return context.build("model", spec)
+
+
+@hookimpl(trylast=True)
+def build_loss(spec: ComponentSpec, context: BuildContext) -> Any:
+    return context.build("loss", spec)
+
+
+@hookimpl(trylast=True)
+def build_optimizer(spec: ComponentSpec, context: BuildContext) -> Any:
+    return context.build("optimizer", spec)
+
+
+@hookimpl(trylast=True)
+def build_scheduler(spec: ComponentSpec, context: BuildContext) -> Any:
+    return context.build("scheduler", spec)

@@ -1,0 +1,52 @@
+"""The TensorBoard callback: a plugin object on the public lifecycle hooks.
+
+Writes the training loss every `log_every_n_steps` steps under `batch_tag` (the popularity seed's
+`Loss/train`) and every epoch metric as `Loss/<split>` / `Accuracy/<split>` / `<metric>/<split>`
+with the epoch as the step, into `<run dir>/tensorboard/`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeforge.builtin import params as p
+from pipeforge.context import BuildContext, RunState
+from pipeforge.hookspecs import hookimpl
+
+
+class TensorBoardLogger:
+    def __init__(self, params: p.TensorBoardParams) -> None:
+        self.params = params
+        self.writer: Any = None
+
+    @hookimpl
+    def on_fit_start(self, state: RunState) -> None:
+        # tensorboard is imported here, not at module import: it costs ~1 s of start-up.
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(state.run_dir / "tensorboard"))
+
+    @hookimpl
+    def on_batch_end(self, state: RunState, loss: Any) -> None:
+        if state.global_step % self.params.log_every_n_steps == 0:
+            # .item() waits for the device; that is the price of a per-step curve.
+            self.writer.add_scalar(self.params.batch_tag, loss.item(), state.global_step - 1)
+
+    @hookimpl
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if key == "epoch":
+                continue
+            split, _, metric = key.partition("_")
+            self.writer.add_scalar(f"{metric.capitalize()}/{split}", value, epoch - 1)
+        self.writer.flush()
+
+    @hookimpl
+    def on_fit_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def build(params: p.TensorBoardParams, context: BuildContext) -> TensorBoardLogger:
+    return TensorBoardLogger(params)

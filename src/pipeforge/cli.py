@@ -1,0 +1,235 @@
+"""The `pipeforge` command. It owns the console: everything a user reads is printed here.
+
+Exit codes: 0 ok; 1 failure at run time; 2 usage, recipe or plugin error; 130 on Ctrl-C.
+The control plane (help, validate, list-plugins, show, schema) never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pipeforge import __version__
+from pipeforge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, PipeforgeError, UsageError
+from pipeforge.plugins import Plugins, discover
+from pipeforge.recipe import Recipe, load_recipe, resolved
+from pipeforge.registry import KINDS
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with `argv` (default: sys.argv[1:]) and return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except PipeforgeError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # an unexpected failure: one line, the traceback behind --debug
+        if args.debug:
+            raise
+        _error(f"{type(exc).__name__}: {exc}\n(run again with --debug for the traceback)")
+        return EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeforge", description="Declarative, plugin-based training for PyTorch."
+    )
+    parser.add_argument("--version", action="version", version=f"pipeforge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(command=func)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return sub
+
+    def recipe_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("recipe", type=Path, help="recipe TOML file")
+        sub.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a recipe value, e.g. --set optimizer.lr=0.1 (VALUE is read as TOML, "
+            "else as a string); repeatable",
+        )
+
+    run = command("run", cmd_run, "train a model as a recipe describes")
+    recipe_args(run)
+    run.add_argument("--run-dir", type=Path, help="output directory (default runs/<name>-<timestamp>); must be new or empty")
+    run.add_argument("--quiet", action="store_true", help="print only the run dir and errors")
+
+    validate = command("validate", cmd_validate, "check a recipe without building anything")
+    recipe_args(validate)
+
+    plugins = command("list-plugins", cmd_list_plugins, "list installed plugins and their components")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    show = command("show", cmd_show, "show a component's parameters")
+    show.add_argument("name", help="component name, e.g. sgd or popularity.simplenet")
+
+    schema = command("schema", cmd_schema, "print the JSON Schema of recipes (draft 2020-12)")
+    schema.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    return parser
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    plugins = _discover()
+    recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
+    names = ", ".join(f"{kind} {spec.name}" for _, kind, spec in recipe.component_specs())
+    out.print(Text(f"{args.recipe}: ok ({names})"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeforge.rundir import RunDir
+
+    plugins = _discover()
+    recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
+    run_dir = RunDir.claim(args.run_dir, recipe.run.name)
+    run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
+    run_dir.write_env(_environment(recipe, plugins))
+
+    from pipeforge.console import ConsoleReporter
+    from pipeforge.engine import fit  # torch is imported from here on
+
+    reporter = ConsoleReporter(err, progress=err.is_terminal and not args.quiet, lines=not args.quiet)
+    state = fit(recipe, plugins, run_dir, extra=[reporter])
+    if not args.quiet and state.history:
+        out.print(Text(f"done: {_summary(state.history[-1])}"))
+    out.print(Text(f"run dir: {run_dir.path}"))
+    return 0
+
+
+def cmd_list_plugins(args: argparse.Namespace) -> int:
+    plugins = _discover(warn=not args.json)
+    rows = [
+        {
+            "name": p.name,
+            "distribution": p.distribution,
+            "version": p.version,
+            "module": p.module,
+            "status": p.status,
+            "error": p.error,
+            "components": p.components_by_kind(),
+        }
+        for p in plugins.registry.plugins
+    ]
+    if args.json:
+        out.print_json(json.dumps({"plugins": rows}))
+        return 0
+    table = Table(title="pipeforge plugins")
+    for column in ("plugin", "distribution", "version", "status", "components"):
+        table.add_column(column)
+    for row in rows:
+        parts = [f"{kind}: {', '.join(names)}" for kind, names in row["components"].items()]
+        status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['error']}"
+        table.add_row(row["name"], row["distribution"], row["version"], Text(status), Text("\n".join(parts)))
+    out.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    registry = _discover().registry
+    found = [c for c in (registry.find(kind, args.name) for kind in KINDS) if c is not None]
+    if not found:
+        every = sorted({c.name for c in registry.all_components()})
+        from pipeforge.recipe import _did_you_mean
+
+        hint = _did_you_mean(args.name, every)
+        raise UsageError(f"no component named '{args.name}'" + (f"; {hint}" if hint else ""))
+    for comp in found:
+        owner = registry.owner(comp.kind, comp.name)
+        table = Table(title=f"{comp.kind} {comp.name} — {comp.description}", caption=f"from {owner.distribution} {owner.version}" if owner else None)
+        for column in ("param", "type", "default", "description"):
+            table.add_column(column)
+        for name, field in comp.params.model_fields.items():
+            default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            table.add_row(name, _type_name(field.annotation), default, field.description or "")
+        out.print(table)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pipeforge.schema import recipe_schema
+
+    text = json.dumps(recipe_schema(_discover().registry), indent=2)
+    if args.output:
+        args.output.write_text(text + "\n", encoding="utf-8")
+        out.print(Text(f"wrote {args.output}"))
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _discover(warn: bool = True) -> Plugins:
+    plugins = discover()
+    if warn:
+        for plugin in plugins.broken:
+            _warn(f"plugin '{plugin.name}' from {plugin.distribution} {plugin.version} is {plugin.status}: {plugin.error}")
+    return plugins
+
+
+def _error(message: str) -> None:
+    err.print(Text("error: ", style="bold red") + Text(message))
+
+
+def _warn(message: str) -> None:
+    err.print(Text("warning: ", style="bold yellow") + Text(message))
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def _summary(row: dict[str, Any]) -> str:
+    from pipeforge.console import format_metrics
+
+    return f"epoch {row['epoch']}  {format_metrics(row)}"
+
+
+def _recipe_header(args: argparse.Namespace, run_dir: Path) -> str:
+    sets = "".join(f" --set {o}" for o in args.overrides)
+    return (
+        f"Resolved by pipeforge {__version__} from {args.recipe}{sets}, defaults filled in.\n"
+        f"Run it again with: pipeforge run {run_dir / 'recipe.toml'}"
+    )
+
+
+def _environment(recipe: Recipe, plugins: Plugins) -> dict[str, Any]:
+    import torch
+
+    return {
+        "pipeforge": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "seed": recipe.run.seed,
+        "command": sys.argv,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "plugins": [
+            {"name": p.name, "distribution": p.distribution, "version": p.version, "status": p.status}
+            for p in plugins.registry.plugins
+        ],
+    }

@@ -1,0 +1,92 @@
+"""What builders and hooks receive: `Datasets`, `BuildContext` and `RunState`.
+
+These are plain containers; none imports torch, so plugins can import them at no cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from pipeforge.errors import PluginError
+from pipeforge.registry import ComponentSpec, Registry
+
+if TYPE_CHECKING:
+    from pipeforge.recipe import Recipe
+
+
+@dataclass
+class Datasets:
+    """What a dataset component returns.
+
+    - `splits`: split name → a map-style torch `Dataset` yielding `(input, target)`. The split
+      named `train` is trained on; every other split is evaluated after each epoch.
+    - `classes`: class names in label order, when the task is classification.
+    - `skipped`: `(path, reason)` for every input the dataset left out (e.g. a corrupt image);
+      the engine lists them in the run dir's `skipped_files.txt`.
+    """
+
+    splits: dict[str, Any]
+    classes: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.classes) if self.classes is not None else None
+
+
+@dataclass
+class BuildContext:
+    """Given to every builder: the run's settings and what has been built so far.
+
+    `model`, `optimizer` and `datasets` are filled in as the engine builds them (dataset first,
+    then model, loss, optimizer, scheduler), so a later builder can use an earlier result.
+    """
+
+    registry: Registry
+    seed: int
+    device: str
+    run_dir: Path | None = None
+    recipe: Recipe | None = None
+    datasets: Datasets | None = None
+    model: Any = None
+    optimizer: Any = None
+
+    def build(self, kind: str, spec: ComponentSpec | dict[str, Any]) -> Any:
+        """Build a registered component of `kind` from a spec (`name` plus its params).
+
+        Used by builders for their sub-parts, e.g. a dataset building its transform list.
+        Raises `PluginError` if the name is not registered or the params do not validate
+        (the recipe validator normally catches both earlier, with the recipe location).
+        """
+        if isinstance(spec, dict):
+            spec = ComponentSpec.model_validate(spec)
+        component = self.registry.get(kind, spec.name)
+        try:
+            params = component.params.model_validate(spec.params)
+        except ValidationError as exc:
+            raise PluginError(f"{kind} '{spec.name}': invalid params: {exc}") from exc
+        return component.builder()(params, self)
+
+
+@dataclass
+class RunState:
+    """Given to lifecycle hooks: the live objects of a run and its history so far.
+
+    `epoch` is the current epoch counting from 1 (0 before the first), `global_step` counts
+    optimizer steps since the start, and `history` holds every row written to metrics.jsonl.
+    """
+
+    recipe: Recipe
+    run_dir: Path
+    device: str
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    datasets: Datasets
+    epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)

@@ -1,0 +1,122 @@
+"""Discovery: find installed plugins, load each on its own, and fill the component registry.
+
+pluggy's own entry-point loader stops at the first plugin that fails to import and silently
+keeps the first of two same-named entry points. We load each entry point separately instead:
+a plugin that fails to import or register is marked broken (with its distribution and error)
+and the rest keep working; a name claimed twice is a conflict naming both claimants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Iterable
+
+import pluggy
+from pydantic import BaseModel
+
+from pipeforge import hookspecs
+from pipeforge.registry import KINDS, Component, PluginInfo, Registry
+
+ENTRY_POINT_GROUP = "pipeforge"
+CORE_DISTRIBUTION = "pipeforge"
+
+
+@dataclass
+class Plugins:
+    """The result of discovery: the hook caller and the registry it filled."""
+
+    manager: pluggy.PluginManager
+    registry: Registry
+
+    @property
+    def broken(self) -> list[PluginInfo]:
+        return [p for p in self.registry.plugins if p.status != "ok"]
+
+
+def new_manager() -> pluggy.PluginManager:
+    """A plugin manager that knows pipeforge's hook specs and has no plugins yet."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def discover(entry_points: Iterable[metadata.EntryPoint] | None = None) -> Plugins:
+    """Load every plugin in the `pipeforge` entry-point group and register its components.
+
+    Never raises for a bad plugin: its `PluginInfo.status` becomes "broken" or "conflict" with
+    the reason in `error`, and callers decide how to report it.
+    """
+    if entry_points is None:
+        entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    manager = new_manager()
+    registry = Registry()
+    by_name: dict[str, PluginInfo] = {}
+    for ep in sorted(entry_points, key=lambda e: e.name):
+        info = _plugin_info(ep)
+        registry.plugins.append(info)
+        if ep.name in by_name:
+            first = by_name[ep.name]
+            first.status = info.status = "conflict"
+            message = (
+                f"plugin name '{ep.name}' is used by both {first.distribution} and "
+                f"{info.distribution}"
+            )
+            first.error = info.error = message
+            continue
+        by_name[ep.name] = info
+        _load(ep, info, manager, registry)
+    return Plugins(manager=manager, registry=registry)
+
+
+def _plugin_info(ep: metadata.EntryPoint) -> PluginInfo:
+    dist = getattr(ep, "dist", None)
+    name = dist.metadata["Name"] if dist is not None else "(unknown distribution)"
+    version = dist.version if dist is not None else "?"
+    return PluginInfo(name=ep.name, distribution=name, version=version, module=ep.value)
+
+
+def _load(
+    ep: metadata.EntryPoint, info: PluginInfo, manager: pluggy.PluginManager, registry: Registry
+) -> None:
+    try:
+        module = ep.load()
+        manager.register(module, name=ep.name)
+        components = _collect(manager, ep.name)
+        for component in components:
+            _check(component, info)
+    except Exception as exc:  # a plugin's failure must not take the others down
+        if manager.has_plugin(ep.name):
+            manager.unregister(name=ep.name)
+        info.status = "broken"
+        info.error = f"{type(exc).__name__}: {exc}"
+        return
+    info.components = components
+    for component in components:
+        registry.add(component, info)
+
+
+def _collect(manager: pluggy.PluginManager, plugin_name: str) -> list[Component]:
+    components: list[Component] = []
+    for impl in manager.hook.register_components.get_hookimpls():
+        if impl.plugin_name == plugin_name:
+            components.extend(impl.function() or [])
+    return components
+
+
+def _check(component: object, info: PluginInfo) -> None:
+    """Reject a malformed registration with a message a plugin author can act on."""
+    if not isinstance(component, Component):
+        raise TypeError(f"register_components returned {component!r}, not a pipeforge.Component")
+    if component.kind not in KINDS:
+        raise ValueError(
+            f"component '{component.name}' has kind '{component.kind}'; "
+            f"expected one of {', '.join(KINDS)}"
+        )
+    if not (isinstance(component.params, type) and issubclass(component.params, BaseModel)):
+        raise TypeError(f"component '{component.name}': params must be a pipeforge.Params class")
+    if info.distribution != CORE_DISTRIBUTION and not component.name.startswith(f"{info.name}."):
+        raise ValueError(
+            f"component '{component.name}' must be namespaced by its plugin name "
+            f"('{info.name}.{component.name.split('.')[-1]}')"
+        )

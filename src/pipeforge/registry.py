@@ -1,0 +1,180 @@
+"""Components: the named, typed building blocks a recipe can ask for.
+
+A plugin returns `Component` objects from its `register_components` hook. Each one has a kind
+(model, dataset, …), a name, a pydantic parameter model and a builder. The `Registry` maps
+(kind, name) to exactly one component; a name claimed by two distributions is a conflict that
+names both, never a silent winner. Nothing here imports torch: builders may be given as
+"module:function" strings so that listing and validating never load the code that builds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeforge.errors import PluginError
+
+KINDS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "metric",
+    "callback",
+    "transform",
+)
+
+
+class Params(BaseModel):
+    """Base class for a component's parameters. Unknown keys are an error, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class NoParams(Params):
+    """For components that take no parameters."""
+
+
+class ComponentSpec(BaseModel):
+    """A reference to a registered component inside another component's params.
+
+    `name` picks the component; every other key is that component's params, validated by the
+    recipe validator against the component's own model. Subclasses set `kind`, e.g.
+    `TransformSpec` for lists of transforms in a dataset's params.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    kind: ClassVar[str] = ""
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TransformSpec(ComponentSpec):
+    """A registered transform with its params, e.g. `{name = "resize", size = [64, 64]}`."""
+
+    kind: ClassVar[str] = "transform"
+
+
+Builder = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Component:
+    """A named component of one kind.
+
+    - `kind`: one of `KINDS`.
+    - `name`: what a recipe writes in `name = "…"`; third-party names are namespaced by the
+      plugin's entry-point name (`popularity.simplenet`), built-ins may be bare (`sgd`).
+    - `params`: a `Params` subclass; its field descriptions are shown by `pipeforge show`.
+    - `build`: a callable `build(params, context)` or a lazy "module:function" reference to one.
+    - `description`: one line for `list-plugins` and `show`.
+    """
+
+    kind: str
+    name: str
+    params: type[BaseModel]
+    build: Builder | str
+    description: str = ""
+
+    def builder(self) -> Builder:
+        """Resolve `build` to a callable, importing its module if it was given lazily."""
+        if callable(self.build):
+            return self.build
+        module_name, _, attr = self.build.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(
+                f"{self.kind} '{self.name}': cannot load its builder '{self.build}': "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+@dataclass
+class PluginInfo:
+    """One installed plugin (an entry point in the `pipeforge` group) and how loading went."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    status: str = "ok"  # "ok" | "broken" | "conflict"
+    error: str | None = None
+    components: list[Component] = field(default_factory=list)
+
+    def components_by_kind(self) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for comp in self.components:
+            grouped.setdefault(comp.kind, []).append(comp.name)
+        return grouped
+
+
+class Registry:
+    """(kind, name) → Component, plus which plugin owns each name and what failed to load."""
+
+    def __init__(self) -> None:
+        self._components: dict[tuple[str, str], Component] = {}
+        self._owners: dict[tuple[str, str], PluginInfo] = {}
+        self._conflicts: dict[tuple[str, str], list[PluginInfo]] = {}
+        self.plugins: list[PluginInfo] = []
+
+    def add(self, component: Component, owner: PluginInfo) -> None:
+        """Register `component` for `owner`; a second claim on a name makes it a conflict."""
+        key = (component.kind, component.name)
+        if key in self._conflicts:
+            self._conflicts[key].append(owner)
+            owner.status = "conflict"
+            return
+        if key in self._components:
+            first = self._owners.pop(key)
+            del self._components[key]
+            self._conflicts[key] = [first, owner]
+            first.status = owner.status = "conflict"
+            return
+        self._components[key] = component
+        self._owners[key] = owner
+
+    def names(self, kind: str) -> list[str]:
+        """Every usable name of a kind, sorted."""
+        return sorted(name for (k, name) in self._components if k == kind)
+
+    def find(self, kind: str, name: str) -> Component | None:
+        return self._components.get((kind, name))
+
+    def owner(self, kind: str, name: str) -> PluginInfo | None:
+        return self._owners.get((kind, name))
+
+    def conflict(self, kind: str, name: str) -> list[PluginInfo] | None:
+        return self._conflicts.get((kind, name))
+
+    def all_components(self) -> list[Component]:
+        return [self._components[k] for k in sorted(self._components)]
+
+    def get(self, kind: str, name: str) -> Component:
+        """The component, or a `PluginError` that says why it cannot be used."""
+        found = self.find(kind, name)
+        if found is not None:
+            return found
+        raise PluginError(self.why_missing(kind, name))
+
+    def why_missing(self, kind: str, name: str) -> str:
+        """Explain an unknown name: a conflict, a broken plugin that would own it, or nothing."""
+        claimants = self.conflict(kind, name)
+        if claimants:
+            who = " and ".join(f"{p.distribution} (plugin '{p.name}')" for p in claimants)
+            return f"{kind} '{name}' is registered by both {who}; uninstall one of them"
+        namespace = name.split(".", 1)[0] if "." in name else None
+        for plugin in self.plugins:
+            if plugin.status == "broken" and plugin.name == namespace:
+                return (
+                    f"{kind} '{name}' belongs to plugin '{plugin.name}' from "
+                    f"{plugin.distribution} {plugin.version}, which failed to load: {plugin.error}"
+                )
+        return f"no {kind} named '{name}' is registered"

@@ -1,0 +1,76 @@
+"""The run directory: everything a run leaves behind, and the rule that nothing is overwritten.
+
+Layout: `recipe.toml` (resolved), `env.json`, `metrics.jsonl` (one JSON object per epoch),
+`tensorboard/`, `model.pt` (state_dict), and `skipped_files.txt` when a dataset skipped inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from pipeforge.errors import UsageError
+
+
+class RunDir:
+    """A run's output directory, claimed empty and only ever added to."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def claim(cls, path: Path | None, run_name: str, root: Path = Path("runs")) -> RunDir:
+        """Create the run dir (default `runs/<name>-<timestamp>`); refuse a non-empty one."""
+        if path is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = root / f"{run_name}-{stamp}"
+            suffix = 1
+            while path.exists():
+                suffix += 1
+                path = root / f"{run_name}-{stamp}-{suffix}"
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(
+                f"run dir {path} already exists and is not empty; nothing was written. "
+                "Choose another --run-dir (or omit it for a fresh timestamped one)."
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    def write_recipe(self, resolved: dict[str, Any], header: str) -> None:
+        body = tomli_w.dumps(resolved)
+        comment = "".join(f"# {line}\n" for line in header.splitlines())
+        self._write_new("recipe.toml", comment + "\n" + body)
+
+    def write_env(self, env: dict[str, Any]) -> None:
+        self._write_new("env.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
+
+    def write_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        if skipped:
+            lines = "".join(f"{path}\t{reason}\n" for path, reason in skipped)
+            self._write_new("skipped_files.txt", lines)
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save_model(self, state_dict: dict[str, Any]) -> Path:
+        """Write `model.pt` atomically: a reader never sees a half-written file."""
+        import torch
+
+        target = self.path / "model.pt"
+        tmp = target.with_suffix(".pt.tmp")
+        with open(tmp, "wb") as f:
+            torch.save(state_dict, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        return target
+
+    def _write_new(self, name: str, text: str) -> None:
+        with open(self.path / name, "x", encoding="utf-8") as f:
+            f.write(text)
