@@ -44,6 +44,14 @@ class ConsoleReporter:
                 f"run dir {state.run_dir}",
                 highlight=False,
             )
+        skipped = len(state.datasets.skipped)
+        if skipped:
+            # Said once, whether or not --quiet: the user should know data was left out.
+            self.console.print(
+                f"[bold yellow]warning:[/] the dataset skipped {skipped} unreadable file"
+                f"{'s' if skipped != 1 else ''}; they are listed in {state.run_dir / 'skipped_files.txt'}",
+                highlight=False,
+            )
         if self.show_progress:
             self._progress = Progress(
                 TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from pipeforge.context import BuildContext, Datasets, RunState
-from pipeforge.errors import PluginError, TrainingError
+from pipeforge.errors import PluginError, TrainingError, UsageError
 from pipeforge.loaders import make_batches
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe
@@ -150,7 +150,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("trainer.device is \"cuda\" but no CUDA device is available; use \"auto\" or \"cpu\"")
+        raise UsageError('trainer.device is "cuda" but no CUDA device is available; use "auto" or "cpu"')
     return torch.device(name)
 
 

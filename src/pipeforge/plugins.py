@@ -51,21 +51,21 @@ def discover(entry_points: Iterable[metadata.EntryPoint] | None = None) -> Plugi
         entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
     manager = new_manager()
     registry = Registry()
-    by_name: dict[str, PluginInfo] = {}
-    for ep in sorted(entry_points, key=lambda e: e.name):
-        info = _plugin_info(ep)
-        registry.plugins.append(info)
-        if ep.name in by_name:
-            first = by_name[ep.name]
-            first.status = info.status = "conflict"
-            message = (
-                f"plugin name '{ep.name}' is used by both {first.distribution} and "
-                f"{info.distribution}"
-            )
-            first.error = info.error = message
+    by_name: dict[str, list[metadata.EntryPoint]] = {}
+    for ep in entry_points:
+        by_name.setdefault(ep.name, []).append(ep)
+    for name in sorted(by_name):
+        claims = by_name[name]
+        infos = [_plugin_info(ep) for ep in claims]
+        registry.plugins.extend(infos)
+        if len(claims) > 1:
+            # Loading either would make it a silent winner; neither is loaded.
+            who = " and ".join(f"{i.distribution} {i.version}" for i in infos)
+            for info in infos:
+                info.status = "conflict"
+                info.error = f"plugin name '{name}' is claimed by both {who}; uninstall one"
             continue
-        by_name[ep.name] = info
-        _load(ep, info, manager, registry)
+        _load(claims[0], infos[0], manager, registry)
     return Plugins(manager=manager, registry=registry)
 
 

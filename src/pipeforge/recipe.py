@@ -228,6 +228,15 @@ def _did_you_mean(word: str, candidates: list[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+# pydantic says "Input should be …"; we say what was expected, then what was found.
+_EXPECTED = (
+    ("Input should be greater", "expected a value greater"),
+    ("Input should be less", "expected a value less"),
+    ("Input should have", "expected an array with"),
+    ("Input should be ", "expected "),
+    ("String should match pattern", "expected a string matching the pattern"),
+)
+
 _TOML_TYPES = {str: "string", bool: "boolean", int: "integer", float: "float", list: "array", dict: "table"}
 
 
@@ -250,7 +259,9 @@ def _problem(error: dict[str, Any], model: type[BaseModel], prefix: str = "") ->
         return Problem(path, f"unknown key (found {_describe(error['input'])})", hint)
     if kind == "missing":
         return Problem(path, "required key is missing")
-    expected = error["msg"].replace("Input should be ", "expected ").replace("Value error, ", "")
+    expected = error["msg"].replace("Value error, ", "")
+    for pydantic_words, ours in _EXPECTED:
+        expected = expected.replace(pydantic_words, ours)
     return Problem(path, f"{expected}, found {_describe(error['input'])}")
 
 

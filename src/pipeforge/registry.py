@@ -128,15 +128,16 @@ class Registry:
     def add(self, component: Component, owner: PluginInfo) -> None:
         """Register `component` for `owner`; a second claim on a name makes it a conflict."""
         key = (component.kind, component.name)
-        if key in self._conflicts:
-            self._conflicts[key].append(owner)
-            owner.status = "conflict"
-            return
         if key in self._components:
-            first = self._owners.pop(key)
+            self._conflicts[key] = [self._owners.pop(key)]
             del self._components[key]
-            self._conflicts[key] = [first, owner]
-            first.status = owner.status = "conflict"
+        if key in self._conflicts:
+            claimants = self._conflicts[key]
+            claimants.append(owner)
+            who = " and ".join(p.distribution for p in claimants)
+            for plugin in claimants:
+                plugin.status = "conflict"
+                plugin.error = f"{component.kind} '{component.name}' is registered by both {who}"
             return
         self._components[key] = component
         self._owners[key] = owner
@@ -172,9 +173,9 @@ class Registry:
             return f"{kind} '{name}' is registered by both {who}; uninstall one of them"
         namespace = name.split(".", 1)[0] if "." in name else None
         for plugin in self.plugins:
-            if plugin.status == "broken" and plugin.name == namespace:
+            if plugin.status != "ok" and plugin.name == namespace and plugin.error:
                 return (
                     f"{kind} '{name}' belongs to plugin '{plugin.name}' from "
-                    f"{plugin.distribution} {plugin.version}, which failed to load: {plugin.error}"
+                    f"{plugin.distribution} {plugin.version}, which is {plugin.status}: {plugin.error}"
                 )
         return f"no {kind} named '{name}' is registered"
