@@ -8,8 +8,6 @@ importlib.metadata finds installed distributions — no change to the test envir
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from importlib import metadata
 from pathlib import Path
@@ -17,24 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_env, run_pipeforge
+from plugin_dists import make_dist, pip_install
 from pipeforge.plugins import discover
-
-PYPROJECT = """
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "{dist}"
-version = "{version}"
-dependencies = ["pipeforge"]
-
-[project.entry-points.pipeforge]
-{ep} = "{package}.plugin"
-
-[tool.hatch.build.targets.wheel]
-packages = ["src/{package}"]
-"""
 
 GOOD_PLUGIN = '''
 from pipeforge import Component, Params, hookimpl
@@ -85,24 +67,6 @@ lr = 0.1
 [trainer]
 epochs = 3
 """
-
-
-def make_dist(root: Path, dist: str, ep: str, package: str, code: str, version: str = "1.2.3") -> Path:
-    src = root / dist
-    (src / "src" / package).mkdir(parents=True)
-    (src / "pyproject.toml").write_text(PYPROJECT.format(dist=dist, ep=ep, package=package, version=version))
-    (src / "src" / package / "__init__.py").write_text("")
-    (src / "src" / package / "plugin.py").write_text(textwrap.dedent(code))
-    return src
-
-
-def pip_install(source: Path, target: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True,
-    )
-    return target
 
 
 @pytest.fixture(scope="module")

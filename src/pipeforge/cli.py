@@ -7,12 +7,15 @@ The control plane (help, validate, list-plugins, show, schema) never imports tor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +26,13 @@ from pipeforge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, PipeforgeError, Usa
 from pipeforge.plugins import Plugins, discover
 from pipeforge.recipe import Recipe, load_recipe, resolved
 from pipeforge.registry import KINDS
+
+# Recipe values that may differ when a run is resumed: they change how long or where it runs,
+# not what it computes.
+RESUMABLE_CHANGES = (
+    "trainer.epochs", "trainer.num_workers", "trainer.keep_checkpoints",
+    "trainer.checkpoint_every_steps", "trainer.device",
+)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -60,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return sub
 
-    def recipe_args(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("recipe", type=Path, help="recipe TOML file")
+    def recipe_args(sub: argparse.ArgumentParser, optional: bool = False) -> None:
+        sub.add_argument("recipe", type=Path, help="recipe TOML file", nargs="?" if optional else None)
         sub.add_argument(
             "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
             help="override a recipe value, e.g. --set optimizer.lr=0.1 (VALUE is read as TOML, "
@@ -69,8 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     run = command("run", cmd_run, "train a model as a recipe describes")
-    recipe_args(run)
+    recipe_args(run, optional=True)
     run.add_argument("--run-dir", type=Path, help="output directory (default runs/<name>-<timestamp>); must be new or empty")
+    run.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR",
+        help="continue RUN_DIR from its latest valid checkpoint (RECIPE defaults to RUN_DIR/recipe.toml; "
+        f"only {', '.join(RESUMABLE_CHANGES)} may change)",
+    )
     run.add_argument("--quiet", action="store_true", help="print only the run dir and errors")
 
     validate = command("validate", cmd_validate, "check a recipe without building anything")
@@ -102,20 +117,90 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeforge.rundir import RunDir
 
     plugins = _discover()
+    if args.resume is not None:
+        return _resume(args, plugins)
+    if args.recipe is None:
+        raise UsageError("run needs a RECIPE (or --resume RUN_DIR)")
     recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
     run_dir = RunDir.claim(args.run_dir, recipe.run.name)
     run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
     run_dir.write_env(_environment(recipe, plugins))
+    return _fit(args, recipe, plugins, run_dir, resume=None)
 
+
+def _resume(args: argparse.Namespace, plugins: Plugins) -> int:
+    from pipeforge import checkpoint
+    from pipeforge.rundir import RunDir
+
+    run_dir = RunDir(args.resume)
+    saved_path = args.resume / "recipe.toml"
+    if not saved_path.is_file():
+        raise UsageError(f"{args.resume} is not a pipeforge run dir (no recipe.toml)")
+    saved = resolved(load_recipe(saved_path, plugins.registry), plugins.registry)
+    recipe = load_recipe(args.recipe or saved_path, plugins.registry, args.overrides)
+    wanted = resolved(recipe, plugins.registry)
+    changes = _differences(saved, wanted)
+    refused = [c for c in changes if c[0] not in RESUMABLE_CHANGES]
+    if refused:
+        lines = "\n".join(f"  {key}: {old!r} -> {new!r}" for key, old, new in refused)
+        raise UsageError(
+            f"cannot resume {args.resume} with a different recipe:\n{lines}\n"
+            f"only {', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run instead"
+        )
+    found = checkpoint.latest_valid(args.resume / "checkpoints")
+    if found is None:
+        raise UsageError(f"{args.resume} has no usable checkpoint in {args.resume / 'checkpoints'}")
+    path, payload = found
+    if changes:
+        run_dir.rewrite_recipe(wanted, _recipe_header(args, run_dir.path))
+    run_dir.rewrite_metrics(payload["history"])
+    if not args.quiet:
+        err.print(Text(f"resuming {args.resume} from {path.name} (epoch {payload['epochs_done']}, step {payload['global_step']})"))
+    return _fit(args, recipe, plugins, run_dir, resume=payload)
+
+
+def _fit(args: argparse.Namespace, recipe: Recipe, plugins: Plugins, run_dir: Any, resume: Any) -> int:
     from pipeforge.console import ConsoleReporter
-    from pipeforge.engine import fit  # torch is imported from here on
+    from pipeforge.engine import StopRequest, fit  # torch is imported from here on
 
     reporter = ConsoleReporter(err, progress=err.is_terminal and not args.quiet, lines=not args.quiet)
-    state = fit(recipe, plugins, run_dir, extra=[reporter])
+    stop = StopRequest()
+    with _signals_request(stop):
+        state = fit(recipe, plugins, run_dir, extra=[reporter], stop=stop, resume=resume)
     if not args.quiet and state.history:
         out.print(Text(f"done: {_summary(state.history[-1])}"))
     out.print(Text(f"run dir: {run_dir.path}"))
     return 0
+
+
+@contextlib.contextmanager
+def _signals_request(stop: Any) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the loop to checkpoint and stop; a second one exits at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.signal is not None:
+            os._exit(128 + signum)
+        stop.signal = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every value that differs between two recipes."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{path}.")
+        elif a != b:
+            found.append((path, a, b))
+    return found
 
 
 def cmd_list_plugins(args: argparse.Namespace) -> int:

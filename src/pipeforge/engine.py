@@ -1,28 +1,55 @@
-"""The training loop. Read `fit` top to bottom: seed → build → epochs (train, evaluate, record)
-→ save. Every extra behaviour (progress, TensorBoard, …) hangs off a lifecycle hook.
+"""The training loop. Read `fit` top to bottom: seed → build → (resume) → epochs of
+train / evaluate / record / checkpoint → save. Every extra behaviour (progress, TensorBoard, …)
+hangs off a lifecycle hook; nothing here prints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from pipeforge import checkpoint
 from pipeforge.context import BuildContext, Datasets, RunState
-from pipeforge.errors import PluginError, TrainingError, UsageError
-from pipeforge.loaders import make_batches
+from pipeforge.errors import Interrupted, PluginError, TrainingError, UsageError
+from pipeforge.loaders import Batches, make_batches
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe
 from pipeforge.rundir import RunDir
 
 
-def fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any] = ()) -> RunState:
-    """Train `recipe` into `run_dir`; `extra` are plugin objects (e.g. the console progress).
+@dataclass
+class StopRequest:
+    """Set by whoever handles signals (the CLI); the loop checks it after every step."""
 
-    Returns the final `RunState`. Raises `TrainingError` if the loss stops being finite,
-    `PluginError`/`DataError` if a component cannot be built.
+    signal: int | None = None
+
+
+@dataclass
+class EpochProgress:
+    """Where the current epoch stands: enough to continue it after a checkpoint."""
+
+    order_state: torch.Tensor  # the shuffle generator's state when the epoch began
+    batches_done: int = 0
+    loss_sum: torch.Tensor | None = None  # stays on the device: no host sync per step
+    samples: int = 0
+
+
+def fit(
+    recipe: Recipe, plugins: Plugins, run_dir: RunDir, *, extra: list[Any] = (),
+    stop: StopRequest | None = None, resume: dict[str, Any] | None = None,
+) -> RunState:
+    """Train `recipe` into `run_dir` and return the final `RunState`.
+
+    `extra` are plugin objects registered for this run (e.g. the console reporter); `stop` is
+    polled after each step; `resume` is a loaded checkpoint to continue from. Raises
+    `Interrupted` after checkpointing on a stop request, `TrainingError` when the loss is not
+    finite, and `PluginError`/`DataError` when a component cannot be built.
     """
     hook = plugins.manager.hook
     trainer = recipe.trainer
@@ -31,14 +58,19 @@ def fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any] = ()
     context = BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir.path, recipe)
 
     # Build in dependency order: a model may need the data's classes, an optimizer the model.
-    context.datasets = datasets = _expect(hook.build_dataset(spec=recipe.dataset, context=context), Datasets, "dataset", recipe.dataset.name)
+    context.datasets = datasets = _expect(hook.build_dataset(spec=recipe.dataset, context=context), Datasets, recipe.dataset.name)
     run_dir.write_skipped(datasets.skipped)
-    context.model = model = hook.build_model(spec=recipe.model, context=context).to(device)
+    model = hook.build_model(spec=recipe.model, context=context).to(device)
+    if trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    context.model = model
     loss_fn = hook.build_loss(spec=recipe.loss, context=context)
     context.optimizer = optimizer = hook.build_optimizer(spec=recipe.optimizer, context=context)
     scheduler = hook.build_scheduler(spec=recipe.scheduler, context=context) if recipe.scheduler else None
     metrics = [context.build("metric", spec) for spec in recipe.metrics]
     callbacks = [context.build("callback", spec) for spec in recipe.callbacks]
+    # The forward pass may be compiled; `model` stays the plain module whose weights are saved.
+    forward = torch.compile(model) if trainer.compile else model
 
     # The shuffle order has its own generator so that model code drawing random numbers
     # (dropout, augmentation) does not change which samples form a batch.
@@ -50,23 +82,31 @@ def fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any] = ()
     evaluations = {
         split: make_batches(
             _split(datasets, split), batch_size=trainer.eval_batch_size or trainer.batch_size,
-            shuffle=False, drop_last=False, generator=None, device=device,
-            num_workers=trainer.num_workers,
+            shuffle=False, drop_last=False, generator=None, device=device, num_workers=trainer.num_workers,
         )
         for split in _eval_splits(recipe, datasets)
     }
 
     state = RunState(recipe, run_dir.path, device.type, model, optimizer, scheduler, datasets)
+    progress = EpochProgress(order_state=order.get_state())
+    if resume is not None:
+        progress = _restore(resume, state, order)
+    saver = Saver(run_dir, state, trainer, list(evaluations))
+    step = Step(forward, loss_fn, optimizer, device, trainer.precision, trainer.channels_last)
+
     for plugin in [*callbacks, *extra]:
         plugins.manager.register(plugin)
     try:
         hook.on_fit_start(state=state)
-        for epoch in range(1, trainer.epochs + 1):
+        for epoch in range(state.epoch + 1, trainer.epochs + 1):
             state.epoch = epoch
             hook.on_epoch_start(state=state, epoch=epoch, steps=len(train))
-            row: dict[str, Any] = {"epoch": epoch, "train_loss": train_epoch(state, train, loss_fn, hook)}
+            # Resuming mid-epoch: replay the epoch's shuffle, then skip the batches already done.
+            order.set_state(progress.order_state)
+            train_loss = train_epoch(state, train, step, progress, hook, saver, stop)
+            row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
             for split, batches in evaluations.items():
-                split_metrics = evaluate(model, batches, loss_fn, metrics, device, split)
+                split_metrics = evaluate(step, batches, metrics, split)
                 hook.on_validation_end(state=state, split=split, metrics=split_metrics)
                 row.update(split_metrics)
             row["lr"] = optimizer.param_groups[0]["lr"]
@@ -74,6 +114,8 @@ def fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any] = ()
                 scheduler.step()
             state.history.append(row)
             run_dir.append_metrics(row)
+            progress = EpochProgress(order_state=order.get_state())
+            saver.save(progress, epoch_end=True)
             hook.on_epoch_end(state=state, epoch=epoch, metrics=row)
         run_dir.save_model(model.state_dict())
     finally:
@@ -83,55 +125,159 @@ def fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any] = ()
     return state
 
 
-def train_epoch(state: RunState, batches: Any, loss_fn: Any, hook: Any) -> float:
-    """One pass over the training batches; returns the mean loss per sample."""
-    model, optimizer = state.model, state.optimizer
-    device = torch.device(state.device)
-    model.train()
-    # The running sum stays on the device: no host sync per step, one at the end of the epoch.
-    total = torch.zeros((), device=device)
-    count = 0
-    for batch_index, (inputs, targets) in enumerate(batches):
-        inputs = inputs.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), targets)
+@dataclass
+class Step:
+    """One forward/backward/update, with the recipe's precision and memory format."""
+
+    forward: Any
+    loss_fn: Any
+    optimizer: Any
+    device: torch.device
+    precision: str
+    channels_last: bool
+
+    def inputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = inputs.to(self.device, non_blocking=True)
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets.to(self.device, non_blocking=True)
+
+    def autocast(self) -> Any:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss = self.loss_fn(self.forward(inputs), targets)
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
+        return loss.detach()
+
+
+def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochProgress,
+                hook: Any, saver: Saver, stop: StopRequest | None) -> float:
+    """Train over the epoch's remaining batches; returns the epoch's mean loss per sample."""
+    step.forward.train()
+    if progress.loss_sum is None:
+        progress.loss_sum = torch.zeros((), device=step.device)
+    for batch_index, batch in enumerate(batches.epoch(skip=progress.batches_done), progress.batches_done):
+        inputs, targets = step.inputs(*batch)
+        loss = step.train(inputs, targets)
         state.global_step += 1
         size = targets.shape[0]
-        loss = loss.detach()
-        total += loss * size
-        count += size
+        progress.loss_sum += loss.float() * size
+        progress.samples += size
+        progress.batches_done = batch_index + 1
         hook.on_batch_end(state=state, batch_index=batch_index, loss=loss, batch_size=size)
-    mean = (total / max(count, 1)).item()
+        if stop is not None and stop.signal is not None:
+            saver.save(progress)
+            name = signal.Signals(stop.signal).name
+            raise Interrupted(
+                f"stopped by {name} in epoch {state.epoch} after step {state.global_step}; "
+                f"checkpoint written. Resume with: pipeforge run --resume {state.run_dir}",
+                stop.signal,
+            )
+        if saver.every and state.global_step % saver.every == 0:
+            saver.save(progress)
+    mean = (progress.loss_sum / max(progress.samples, 1)).item()
     if not math.isfinite(mean):
         raise TrainingError(
             f"the training loss became {mean} in epoch {state.epoch} (by step {state.global_step}); "
-            "lower the learning rate or check the data. model.pt was not written."
+            f"lower the learning rate or check the data. The last good checkpoint is kept in "
+            f"{saver.directory}; model.pt was not written."
         )
     return mean
 
 
 @torch.no_grad()
-def evaluate(model: Any, batches: Any, loss_fn: Any, metrics: list[Any], device: torch.device, split: str) -> dict[str, float]:
+def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> dict[str, float]:
     """Loss and every metric over one split, as `{<split>_loss: …, <split>_<metric>: …}`."""
-    model.eval()
-    total = torch.zeros((), device=device)
+    step.forward.eval()
+    total = torch.zeros((), device=step.device)
     count = 0
     for metric in metrics:
         metric.reset()
-    for inputs, targets in batches:
-        inputs = inputs.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        outputs = model(inputs)
-        total += loss_fn(outputs, targets) * targets.shape[0]
+    for batch in batches.epoch():
+        inputs, targets = step.inputs(*batch)
+        with step.autocast():
+            outputs = step.forward(inputs)
+            total += step.loss_fn(outputs, targets).float() * targets.shape[0]
         count += targets.shape[0]
         for metric in metrics:
             metric.update(outputs, targets)
     result = {f"{split}_loss": (total / max(count, 1)).item()}
     result.update({f"{split}_{metric.name}": metric.compute() for metric in metrics})
     return result
+
+
+class Saver:
+    """Writes checkpoints: at every epoch end, every N steps if asked, and best.pt."""
+
+    def __init__(self, run_dir: RunDir, state: RunState, trainer: Any, eval_splits: list[str]) -> None:
+        self.directory = run_dir.path / "checkpoints"
+        self.state = state
+        self.every = trainer.checkpoint_every_steps
+        self.keep = trainer.keep_checkpoints
+        self.best_metric = trainer.best_metric or (f"{eval_splits[0]}_loss" if eval_splits else "train_loss")
+        self.minimise = self.best_metric.endswith("loss")
+        self.best: float | None = None
+
+    def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
+        state = self.state
+        if progress.loss_sum is not None and not torch.isfinite(progress.loss_sum):
+            # Never overwrite a good checkpoint with broken weights: stop here instead.
+            raise TrainingError(
+                f"the training loss is not finite in epoch {state.epoch} (by step {state.global_step}); "
+                "lower the learning rate or check the data. The last good checkpoint is kept in "
+                f"{self.directory}."
+            )
+        payload = {
+            **checkpoint.header(),
+            "recipe": state.recipe.model_dump(mode="json"),
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+            "epochs_done": state.epoch if epoch_end else state.epoch - 1,
+            "global_step": state.global_step,
+            "progress": {
+                "order_state": progress.order_state,
+                "batches_done": progress.batches_done,
+                "loss_sum": progress.loss_sum.detach().cpu() if progress.loss_sum is not None else None,
+                "samples": progress.samples,
+            },
+            "rng": checkpoint.capture_rng(),
+            "history": state.history,
+            "best": self.best,
+            "classes": state.datasets.classes,
+        }
+        checkpoint.write_atomic(self.directory / f"step-{state.global_step:08d}.pt", payload)
+        checkpoint.prune(self.directory, self.keep)
+        if epoch_end:
+            value = state.history[-1].get(self.best_metric)
+            if value is not None and (self.best is None or (value < self.best if self.minimise else value > self.best)):
+                self.best = payload["best"] = value
+                checkpoint.write_atomic(self.directory / "best.pt", payload)
+
+
+def _restore(payload: dict[str, Any], state: RunState, order: torch.Generator) -> EpochProgress:
+    """Put model, optimizer, scheduler, RNGs and history back as the checkpoint has them."""
+    state.model.load_state_dict(payload["model"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    if state.scheduler is not None and payload["scheduler"] is not None:
+        state.scheduler.load_state_dict(payload["scheduler"])
+    state.epoch = payload["epochs_done"]
+    state.global_step = payload["global_step"]
+    state.history = list(payload["history"])
+    checkpoint.restore_rng(payload["rng"])
+    saved = payload["progress"]
+    loss_sum = saved["loss_sum"]
+    device = next(iter(state.model.parameters()), torch.zeros(())).device
+    return EpochProgress(
+        order_state=saved["order_state"], batches_done=saved["batches_done"],
+        loss_sum=loss_sum.to(device) if loss_sum is not None else None, samples=saved["samples"],
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -154,17 +300,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _expect(value: Any, kind: type, what: str, name: str) -> Any:
+def _expect(value: Any, kind: type, name: str) -> Any:
     if not isinstance(value, kind):
-        raise PluginError(f"{what} '{name}' returned {type(value).__name__}, expected {kind.__name__}")
+        raise PluginError(f"dataset '{name}' returned {type(value).__name__}, expected {kind.__name__}")
     return value
 
 
 def _split(datasets: Datasets, split: str) -> Any:
     if split not in datasets.splits:
-        raise PluginError(
-            f"the dataset has no '{split}' split (it has: {', '.join(datasets.splits)})"
-        )
+        raise PluginError(f"the dataset has no '{split}' split (it has: {', '.join(datasets.splits)})")
     return datasets.splits[split]
 
 

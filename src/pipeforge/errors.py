@@ -80,3 +80,11 @@ class TrainingError(PipeforgeError):
     """Training could not go on (e.g. the loss became non-finite)."""
 
     exit_code = EXIT_FAILURE
+
+
+class Interrupted(PipeforgeError):
+    """A run stopped on SIGINT/SIGTERM after writing a checkpoint; exits 128 + the signal."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signal_number

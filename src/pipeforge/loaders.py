@@ -1,24 +1,26 @@
 """Batches for the loop: a fast path for in-memory tensors, a DataLoader for everything else.
 
-Both paths draw the epoch's order from the same `EpochOrder`, one `randperm` per epoch from the
-run's generator, so a dataset gives the same batches whichever path serves it.
+Both paths draw the epoch's order from the same `EpochOrder` — one `randperm` per epoch from the
+run's shuffle generator — so a dataset gives the same batches whichever path serves it, and an
+epoch can be resumed part-way by skipping the batches already done *without reading them*.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 
 class EpochOrder(Sampler[int]):
-    """Sample indices: a fresh permutation each epoch (or 0..n-1 when not shuffling)."""
+    """Sample indices: a fresh permutation each epoch (or 0..n-1), minus the first `skip`."""
 
     def __init__(self, size: int, shuffle: bool, generator: torch.Generator | None) -> None:
         self.size = size
         self.shuffle = shuffle
         self.generator = generator
+        self.skip = 0
 
     def permutation(self) -> torch.Tensor:
         if self.shuffle:
@@ -26,53 +28,70 @@ class EpochOrder(Sampler[int]):
         return torch.arange(self.size)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.permutation().tolist())
+        return iter(self.permutation()[self.skip :].tolist())
 
     def __len__(self) -> int:
-        return self.size
+        return self.size - self.skip
 
 
-class TensorBatches:
-    """Batches sliced straight out of tensors, skipping per-item `__getitem__` and collate.
+class Batches:
+    """An epoch's batches: `len()` is the full epoch, `epoch(skip)` iterates from batch `skip`."""
 
-    The tensors are moved to the device once, so a small dataset lives on the GPU for the run.
-    """
-
-    def __init__(
-        self, tensors: tuple[torch.Tensor, ...], order: EpochOrder, batch_size: int,
-        drop_last: bool, device: torch.device,
-    ) -> None:
-        self.tensors = tuple(t.to(device) for t in tensors)
+    def __init__(self, order: EpochOrder, batch_size: int, drop_last: bool) -> None:
         self.order = order
         self.batch_size = batch_size
         self.drop_last = drop_last
-        self.device = device
 
     def __len__(self) -> int:
         full, rest = divmod(self.order.size, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        raise NotImplementedError
+
+
+class TensorBatches(Batches):
+    """Batches sliced straight out of tensors, skipping per-item `__getitem__` and collate.
+
+    The tensors are moved to the device once, so a small dataset lives on the GPU for the run.
+    """
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], order: EpochOrder, batch_size: int,
+                 drop_last: bool, device: torch.device) -> None:
+        super().__init__(order, batch_size, drop_last)
+        self.tensors = tuple(t.to(device) for t in tensors)
+        self.device = device
+
+    def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self.order.permutation().to(self.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             yield tuple(t.index_select(0, index) for t in self.tensors)
+
+
+class LoaderBatches(Batches):
+    """A DataLoader over any map-style dataset, with workers and pinned memory as configured."""
+
+    def __init__(self, dataset: Dataset, order: EpochOrder, batch_size: int, drop_last: bool,
+                 device: torch.device, num_workers: int) -> None:
+        super().__init__(order, batch_size, drop_last)
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=order, drop_last=drop_last,
+            num_workers=num_workers, pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+        )
+
+    def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        self.order.skip = skip * self.batch_size
+        return iter(self.loader)
 
 
 def make_batches(
     dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last: bool,
     generator: torch.Generator | None, device: torch.device, num_workers: int = 0,
-) -> Any:
-    """An iterable of `(inputs, targets)` batches over `dataset`, re-iterable every epoch."""
+) -> Batches:
+    """The batches of one split, re-iterable every epoch."""
     order = EpochOrder(len(dataset), shuffle, generator)
     if isinstance(dataset, TensorDataset):
         return TensorBatches(dataset.tensors, order, batch_size, drop_last, device)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=order,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=num_workers > 0,
-    )
+    return LoaderBatches(dataset, order, batch_size, drop_last, device, num_workers)

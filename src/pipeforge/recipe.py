@@ -65,6 +65,21 @@ class TrainerSection(Section):
     eval_splits: list[str] | None = Field(
         None, description="Splits evaluated after each epoch; default: every split but train."
     )
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N optimizer steps (always at epoch end)."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Step checkpoints kept (plus best.pt).")
+    best_metric: str | None = Field(
+        None, description='Metric that picks best.pt, e.g. "val_accuracy"; default: the first '
+        "evaluated split's loss. Losses are minimised, everything else maximised.",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description='"bf16" runs forward passes under torch.autocast in bfloat16.'
+    )
+    channels_last: bool = Field(False, description="Use channels-last memory format for 4-d inputs.")
+    compile: bool = Field(
+        False, description="torch.compile the model (costs start-up time; pays off on long runs)."
+    )
 
 
 class Recipe(Section):

@@ -58,17 +58,26 @@ class RunDir:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
+    def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Make metrics.jsonl hold exactly `rows` (on resume: the checkpoint's history)."""
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        tmp = self.path / ".metrics.jsonl.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path / "metrics.jsonl")
+
+    def rewrite_recipe(self, resolved: dict[str, Any], header: str) -> None:
+        """Replace recipe.toml atomically (on resume with a whitelisted change)."""
+        comment = "".join(f"# {line}\n" for line in header.splitlines())
+        tmp = self.path / ".recipe.toml.tmp"
+        tmp.write_text(comment + "\n" + tomli_w.dumps(resolved), encoding="utf-8")
+        os.replace(tmp, self.path / "recipe.toml")
+
     def save_model(self, state_dict: dict[str, Any]) -> Path:
         """Write `model.pt` atomically: a reader never sees a half-written file."""
-        import torch
+        from pipeforge.checkpoint import write_atomic
 
         target = self.path / "model.pt"
-        tmp = target.with_suffix(".pt.tmp")
-        with open(tmp, "wb") as f:
-            torch.save(state_dict, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        write_atomic(target, state_dict)
         return target
 
     def _write_new(self, name: str, text: str) -> None:

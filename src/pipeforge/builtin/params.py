@@ -85,6 +85,7 @@ class MLPParams(Params):
         None, ge=1, description="Outputs; default: the dataset's number of classes."
     )
     activation: Literal["relu", "tanh", "gelu"] = Field("relu", description="Hidden activation.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
 
 
 # ---------------------------------------------------------------- transforms (need torchvision)

@@ -35,6 +35,8 @@ def build_mlp(params: p.MLPParams, context: BuildContext) -> nn.Module:
     width = params.in_features
     for hidden in params.hidden:
         layers += [nn.Linear(width, hidden), _ACTIVATIONS[params.activation]()]
+        if params.dropout:
+            layers.append(nn.Dropout(params.dropout))
         width = hidden
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)

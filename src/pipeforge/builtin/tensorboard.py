@@ -24,7 +24,8 @@ class TensorBoardLogger:
         # tensorboard is imported here, not at module import: it costs ~1 s of start-up.
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(state.run_dir / "tensorboard"))
+        # On resume, events logged after the checkpoint are superseded (purge_step).
+        self.writer = SummaryWriter(log_dir=str(state.run_dir / "tensorboard"), purge_step=state.global_step or None)
 
     @hookimpl
     def on_batch_end(self, state: RunState, loss: Any) -> None:
