@@ -123,9 +123,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("run needs a RECIPE (or --resume RUN_DIR)")
     recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
     run_dir = RunDir.claim(args.run_dir, recipe.run.name)
-    run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
-    run_dir.write_env(_environment(recipe, plugins))
-    return _fit(args, recipe, plugins, run_dir, resume=None)
+    with run_dir.lock():
+        run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
+        run_dir.write_env(_environment(recipe, plugins))
+        return _fit(args, recipe, plugins, run_dir, resume=None)
 
 
 def _resume(args: argparse.Namespace, plugins: Plugins) -> int:
@@ -147,16 +148,20 @@ def _resume(args: argparse.Namespace, plugins: Plugins) -> int:
             f"cannot resume {args.resume} with a different recipe:\n{lines}\n"
             f"only {', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run instead"
         )
-    found = checkpoint.latest_valid(args.resume / "checkpoints")
-    if found is None:
-        raise UsageError(f"{args.resume} has no usable checkpoint in {args.resume / 'checkpoints'}")
-    path, payload = found
-    if changes:
-        run_dir.rewrite_recipe(wanted, _recipe_header(args, run_dir.path))
-    run_dir.rewrite_metrics(payload["history"])
-    if not args.quiet:
-        err.print(Text(f"resuming {args.resume} from {path.name} (epoch {payload['epochs_done']}, step {payload['global_step']})"))
-    return _fit(args, recipe, plugins, run_dir, resume=payload)
+    with run_dir.lock():
+        found = checkpoint.latest_valid(args.resume / "checkpoints")
+        if changes:
+            run_dir.rewrite_recipe(wanted, _recipe_header(args, run_dir.path))
+        payload = found[1] if found else None
+        run_dir.rewrite_metrics(payload["history"] if payload else [])
+        if args.quiet:
+            pass
+        elif found is None:
+            err.print(Text(f"{args.resume} has no checkpoint yet: starting it from the beginning"))
+        else:
+            err.print(Text(f"resuming {args.resume} from {found[0].name} "
+                           f"(epoch {payload['epochs_done']}, step {payload['global_step']})"))
+        return _fit(args, recipe, plugins, run_dir, resume=payload)
 
 
 def _fit(args: argparse.Namespace, recipe: Recipe, plugins: Plugins, run_dir: Any, resume: Any) -> int:

@@ -6,11 +6,13 @@ Layout: `recipe.toml` (resolved), `env.json`, `metrics.jsonl` (one JSON object p
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import tomli_w
 
@@ -49,10 +51,30 @@ class RunDir:
     def write_env(self, env: dict[str, Any]) -> None:
         self._write_new("env.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run dir for one process; a second `run`/`--resume` on it is refused."""
+        handle = open(self.path / ".lock", "a+", encoding="utf-8")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "?"
+                raise UsageError(f"run dir {self.path} is in use by another pipeforge process (pid {owner})") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
     def write_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        """List the inputs a dataset left out (rewritten when a run is resumed)."""
         if skipped:
             lines = "".join(f"{path}\t{reason}\n" for path, reason in skipped)
-            self._write_new("skipped_files.txt", lines)
+            self._replace("skipped_files.txt", lines)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -60,17 +82,12 @@ class RunDir:
 
     def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Make metrics.jsonl hold exactly `rows` (on resume: the checkpoint's history)."""
-        text = "".join(json.dumps(row) + "\n" for row in rows)
-        tmp = self.path / ".metrics.jsonl.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.path / "metrics.jsonl")
+        self._replace("metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
 
     def rewrite_recipe(self, resolved: dict[str, Any], header: str) -> None:
-        """Replace recipe.toml atomically (on resume with a whitelisted change)."""
+        """Replace recipe.toml (on resume with a whitelisted change)."""
         comment = "".join(f"# {line}\n" for line in header.splitlines())
-        tmp = self.path / ".recipe.toml.tmp"
-        tmp.write_text(comment + "\n" + tomli_w.dumps(resolved), encoding="utf-8")
-        os.replace(tmp, self.path / "recipe.toml")
+        self._replace("recipe.toml", comment + "\n" + tomli_w.dumps(resolved))
 
     def save_model(self, state_dict: dict[str, Any]) -> Path:
         """Write `model.pt` atomically: a reader never sees a half-written file."""
@@ -79,6 +96,11 @@ class RunDir:
         target = self.path / "model.pt"
         write_atomic(target, state_dict)
         return target
+
+    def _replace(self, name: str, text: str) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path / name)
 
     def _write_new(self, name: str, text: str) -> None:
         with open(self.path / name, "x", encoding="utf-8") as f:

@@ -2,7 +2,8 @@
 
 Writes the training loss every `log_every_n_steps` steps under `batch_tag` (the popularity seed's
 `Loss/train`) and every epoch metric as `Loss/<split>` / `Accuracy/<split>` / `<metric>/<split>`
-with the epoch as the step, into `<run dir>/tensorboard/`.
+with the epoch as the step, into `<run dir>/tensorboard/` (the per-epoch training loss is
+`Loss/train_epoch`, so it does not mix with the per-step curve; the learning rate is `LearningRate`).
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ class TensorBoardLogger:
     @hookimpl
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
-            if key == "epoch":
-                continue
-            split, _, metric = key.partition("_")
-            self.writer.add_scalar(f"{metric.capitalize()}/{split}", value, epoch - 1)
+            if key != "epoch":
+                self.writer.add_scalar(epoch_tag(key, self.params.batch_tag), value, epoch - 1)
         self.writer.flush()
 
     @hookimpl
@@ -47,6 +46,15 @@ class TensorBoardLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def epoch_tag(key: str, batch_tag: str) -> str:
+    """`val_accuracy` → `Accuracy/val`; `lr` → `LearningRate`; never the per-step tag."""
+    if key == "lr":
+        return "LearningRate"
+    split, _, metric = key.partition("_")
+    tag = f"{metric.capitalize()}/{split}"
+    return f"{tag}_epoch" if tag == batch_tag else tag
 
 
 def build(params: p.TensorBoardParams, context: BuildContext) -> TensorBoardLogger:

@@ -1,0 +1,255 @@
+"""Runs you can trust: kill at any point, resume, and end bitwise where an unbroken run ends."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import cli_env, run_pipeforge
+from plugin_dists import make_dist, pip_install
+from pipeforge import checkpoint
+from pipeforge.errors import CheckpointError
+
+# Dropout makes the model draw random numbers, so resuming must restore the RNG exactly.
+RECIPE = """
+[run]
+name = "resume"
+seed = 7
+
+[dataset]
+name = "synthetic_classification"
+n_train = 500
+n_val = 100
+features = 8
+classes = 3
+
+[model]
+name = "mlp"
+in_features = 8
+hidden = [32, 32]
+dropout = 0.2
+
+[optimizer]
+name = "adam"
+lr = 0.01
+
+[scheduler]
+name = "step_lr"
+step_size = 2
+gamma = 0.5
+
+[trainer]
+epochs = 4
+batch_size = 16
+checkpoint_every_steps = 5
+
+[[callbacks]]
+name = "tensorboard"
+"""
+
+# A test-only plugin that SIGKILLs its own process at the moment named in its environment
+# variables. It is an entry-point plugin, not part of the recipe, so resuming runs the same recipe.
+KILLER_PLUGIN = '''
+import os, signal
+from pipeforge import hookimpl
+
+
+@hookimpl
+def register_components():
+    return []
+
+
+@hookimpl
+def on_batch_end(state):
+    if str(state.global_step) == os.environ.get("KILL_AT_STEP"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@hookimpl
+def on_epoch_end(epoch):
+    if str(epoch) == os.environ.get("KILL_AFTER_EPOCH"):
+        os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@pytest.fixture(scope="module")
+def killer_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("killer")
+    site = pip_install(make_dist(root, "pipeforge-killer", "killer", "pipeforge_killer", KILLER_PLUGIN), root / "site")
+    return cli_env(PYTHONPATH=str(site))
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "resume.toml"
+    path.write_text(RECIPE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(recipe, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    result = run_pipeforge("run", recipe, "--run-dir", run_dir, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "model.pt", weights_only=True)
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    mine, theirs = weights(run_dir), weights(reference)
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        assert torch.equal(mine[key], theirs[key]), f"{key} differs"
+    assert (run_dir / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
+
+
+def test_reference_run_checkpoints(reference):
+    files = sorted(p.name for p in (reference / "checkpoints").iterdir())
+    # 500 samples / 16 = 32 steps an epoch, 128 in all; the last 2 kept, plus best.
+    assert files == ["best.pt", "step-00000125.pt", "step-00000128.pt"]
+    payload = checkpoint.load(reference / "checkpoints" / "step-00000128.pt")
+    assert payload["epochs_done"] == 4 and payload["global_step"] == 128 and len(payload["history"]) == 4
+    best = checkpoint.load(reference / "checkpoints" / "best.pt")
+    assert best["best"] == min(row["val_loss"] for row in payload["history"])
+
+
+@pytest.mark.parametrize("kill", [{"KILL_AT_STEP": "43"}, {"KILL_AT_STEP": "50"}, {"KILL_AFTER_EPOCH": "2"}],
+                         ids=["mid-epoch-between-checkpoints", "mid-epoch-on-checkpoint-step", "between-epochs"])
+def test_sigkill_then_resume_is_bitwise_identical(kill, recipe, reference, killer_env, tmp_path):
+    run_dir = tmp_path / "run"
+    killed = run_pipeforge("run", recipe, "--run-dir", run_dir, "--quiet", env={**killer_env, **kill})
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run_dir / "model.pt").exists()
+    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet", env=killer_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run_dir, reference)
+
+
+def test_kill_at_random_moments_including_checkpoint_writes(recipe, reference, tmp_path):
+    """Checkpoint every step and SIGKILL at arbitrary times: every kill point must resume."""
+    run_dir = tmp_path / "run"
+    args = ["--set", "trainer.checkpoint_every_steps=1", "--quiet"]
+    command = ["run", recipe, "--run-dir", run_dir, *args]
+    for delay in (0.05, 0.13, 0.21):
+        proc = subprocess.Popen([sys.executable, "-m", "pipeforge", *map(str, command)],
+                                env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not any((run_dir / "checkpoints").glob("step-*.pt")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        command = ["run", "--resume", run_dir, *args]
+    final = run_pipeforge(*command)
+    assert final.returncode == 0, final.stderr
+    # checkpoint_every_steps may change on resume, and changes nothing the run computes.
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_checkpoints_and_exits_then_resume_completes(sig, code, recipe, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeforge", "run", recipe, "--run-dir", run_dir],
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == code, stderr
+    assert f"Resume with: pipeforge run --resume {run_dir}" in stderr and "Traceback" not in stderr
+    assert checkpoint.latest_valid(run_dir / "checkpoints") is not None
+    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run_dir, reference)
+
+
+def test_resume_refuses_a_changed_recipe_and_allows_more_epochs(reference, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference, run_dir)
+    before = (run_dir / "recipe.toml").read_text()
+    refused = run_pipeforge("run", "--resume", run_dir, "--set", "optimizer.lr=0.5")
+    assert refused.returncode == 2
+    assert "optimizer.lr: 0.01 -> 0.5" in refused.stderr and "Traceback" not in refused.stderr
+    assert (run_dir / "recipe.toml").read_text() == before
+    longer = run_pipeforge("run", "--resume", run_dir, "--set", "trainer.epochs=5", "--quiet")
+    assert longer.returncode == 0, longer.stderr
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert "epochs = 5" in (run_dir / "recipe.toml").read_text()
+
+
+def test_nonfinite_loss_stops_with_exit_1_and_keeps_last_good_checkpoint(recipe, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_pipeforge("run", recipe, "--run-dir", run_dir, "--set", "optimizer.name='sgd'",
+                           "--set", "optimizer.lr=1e30", "--set", "trainer.checkpoint_every_steps=1")
+    assert result.returncode == 1, result.stderr
+    assert "not finite" in result.stderr or "loss became" in result.stderr
+    assert "epoch 1" in result.stderr and "Traceback" not in result.stderr
+    assert not (run_dir / "model.pt").exists()
+    for path in checkpoint.step_files(run_dir / "checkpoints"):
+        payload = checkpoint.load(path)
+        assert all(torch.isfinite(t).all() for t in payload["model"].values())
+
+
+class Payload:
+    """Unpickling this would run `open(marker, "w")`: the side effect the tests look for."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch_save", "raw_pickle"])
+def test_malicious_checkpoint_is_refused_and_runs_no_code(writer, reference, tmp_path):
+    import shutil
+
+    marker = tmp_path / "PWNED"
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    evil = run_dir / "checkpoints" / "step-99999999.pt"
+    if writer == "torch_save":
+        torch.save({"format": "pipeforge-checkpoint", "x": Payload(marker)}, evil)
+    else:
+        evil.write_bytes(pickle.dumps({"format": "pipeforge-checkpoint", "x": Payload(marker)}))
+    with pytest.raises(CheckpointError, match="not a readable pipeforge checkpoint"):
+        checkpoint.load(evil)
+    assert not marker.exists()
+    # Resume skips the refused file and continues from the newest valid one.
+    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not marker.exists()
+
+
+def test_truncated_and_foreign_checkpoints_are_refused(reference, tmp_path):
+    good = reference / "checkpoints" / "step-00000128.pt"
+    truncated = tmp_path / "step-00000200.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable pipeforge checkpoint"):
+        checkpoint.load(truncated)
+    foreign = tmp_path / "weights.pt"
+    torch.save({"fc.weight": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a pipeforge checkpoint"):
+        checkpoint.load(foreign)
+    # A damaged newest checkpoint: the previous valid one is used.
+    (tmp_path / "good.pt").write_bytes(good.read_bytes())
+    (tmp_path / "good.pt").rename(tmp_path / "step-00000128.pt")
+    path, payload = checkpoint.latest_valid(tmp_path)
+    assert path.name == "step-00000128.pt" and payload["global_step"] == 128
