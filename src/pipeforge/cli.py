@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = command("schema", cmd_schema, "print the JSON Schema of recipes (draft 2020-12)")
     schema.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+
+    from pipeforge.cli_inference import add_commands
+
+    add_commands(command)
     return parser
 
 

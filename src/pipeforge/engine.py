@@ -88,10 +88,11 @@ def fit(
     }
 
     state = RunState(recipe, run_dir.path, device.type, model, optimizer, scheduler, datasets)
+    saver = Saver(run_dir, state, trainer, list(evaluations))
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
-        progress = _restore(resume, state, order)
-    saver = Saver(run_dir, state, trainer, list(evaluations))
+        progress = _restore(resume, state)
+        saver.best = resume["best"]
     step = Step(forward, loss_fn, optimizer, device, trainer.precision, trainer.channels_last)
 
     for plugin in [*callbacks, *extra]:
@@ -164,6 +165,8 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
         progress.loss_sum = torch.zeros((), device=step.device)
     for batch_index, batch in enumerate(batches.epoch(skip=progress.batches_done), progress.batches_done):
         inputs, targets = step.inputs(*batch)
+        if saver.example is None:
+            saver.example = inputs[:1].detach().to("cpu", copy=True)
         loss = step.train(inputs, targets)
         state.global_step += 1
         size = targets.shape[0]
@@ -223,6 +226,7 @@ class Saver:
         self.best_metric = trainer.best_metric or (f"{eval_splits[0]}_loss" if eval_splits else "train_loss")
         self.minimise = self.best_metric.endswith("loss")
         self.best: float | None = None
+        self.example: torch.Tensor | None = None
 
     def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
         state = self.state
@@ -251,6 +255,8 @@ class Saver:
             "history": state.history,
             "best": self.best,
             "classes": state.datasets.classes,
+            # One training sample, so export can trace the model without building the data.
+            "example_input": self.example,
         }
         checkpoint.write_atomic(self.directory / f"step-{state.global_step:08d}.pt", payload)
         checkpoint.prune(self.directory, self.keep)
@@ -261,7 +267,7 @@ class Saver:
                 checkpoint.write_atomic(self.directory / "best.pt", payload)
 
 
-def _restore(payload: dict[str, Any], state: RunState, order: torch.Generator) -> EpochProgress:
+def _restore(payload: dict[str, Any], state: RunState) -> EpochProgress:
     """Put model, optimizer, scheduler, RNGs and history back as the checkpoint has them."""
     state.model.load_state_dict(payload["model"])
     state.optimizer.load_state_dict(payload["optimizer"])

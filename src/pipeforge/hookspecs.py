@@ -167,3 +167,26 @@ def on_fit_end(state: RunState) -> None:
 
     Also called when training stops with an error, so resources are released either way.
     """
+
+
+# --------------------------------------------------------------------------------------------
+# Inference: called by `pipeforge predict` on a finished run.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def load_inputs(spec: ComponentSpec, inputs: list[str], context: BuildContext) -> Any:
+    """Turn the raw inputs a user gives `pipeforge predict` into one batch for the model.
+
+    Stops at first non-None result. A dataset plugin implements this for its own datasets
+    (return None when `spec.name` is not one of yours) and decides what an input is: a file
+    path (an image, a CSV or JSON file) or a literal (e.g. `[[7.5, 3.0]]`). The outputs are
+    named with the run's class names.
+
+    :param spec: the run's `[dataset]` table, validated (`spec.name`, `spec.params`).
+    :param inputs: the INPUT arguments, as given on the command line.
+    :param context: a `BuildContext` for the run (no datasets are built).
+    :return: a tensor batch whose first dimension is the number of samples; raise
+        `pipeforge.DataError` naming the input when one cannot be read.
+    """
+
