@@ -168,3 +168,18 @@ def test_keyboard_interrupt_exits_130(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
+
+
+def test_failed_run_leaves_no_half_made_run_dir(tmp_path, pipeforge):
+    # in_features does not match the data: the first step fails with a shape error.
+    args = ["run", QUICKSTART, "--set", "model.in_features=5"]
+    created = pipeforge(*args, "--run-dir", tmp_path / "new")
+    assert created.returncode == 1
+    assert "RuntimeError" in created.stderr and "--debug" in created.stderr and "Traceback" not in created.stderr
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    again = pipeforge(*args, "--run-dir", mine)
+    assert again.returncode == 1 and mine.is_dir() and not any(mine.iterdir())
+    traced = pipeforge("--debug", *args, "--run-dir", tmp_path / "debug")
+    assert traced.returncode == 1 and "Traceback" in traced.stderr

@@ -127,10 +127,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("run needs a RECIPE (or --resume RUN_DIR)")
     recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
     run_dir = RunDir.claim(args.run_dir, recipe.run.name)
-    with run_dir.lock():
-        run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
-        run_dir.write_env(_environment(recipe, plugins))
-        return _fit(args, recipe, plugins, run_dir, resume=None)
+    try:
+        with run_dir.lock():
+            run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
+            run_dir.write_env(_environment(recipe, plugins))
+            return _fit(args, recipe, plugins, run_dir, resume=None)
+    except BaseException:
+        if run_dir.discard_if_untrained():
+            _warn(f"nothing was trained, so the run dir {run_dir.path} was removed")
+        raise
 
 
 def _resume(args: argparse.Namespace, plugins: Plugins) -> int:

@@ -75,10 +75,13 @@ class LoaderBatches(Batches):
     def __init__(self, dataset: Dataset, order: EpochOrder, batch_size: int, drop_last: bool,
                  device: torch.device, num_workers: int) -> None:
         super().__init__(order, batch_size, drop_last)
+        # The loader draws its workers' base seed from this generator at every epoch; without
+        # one it would draw from torch's global RNG and shift dropout/augmentation randomness.
+        seed = order.generator.initial_seed() if order.generator is not None else 0
         self.loader = DataLoader(
             dataset, batch_size=batch_size, sampler=order, drop_last=drop_last,
             num_workers=num_workers, pin_memory=device.type == "cuda",
-            persistent_workers=num_workers > 0,
+            persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),
         )
 
     def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:

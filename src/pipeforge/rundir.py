@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +25,7 @@ class RunDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.created = False  # set by claim() when it made the directory
 
     @classmethod
     def claim(cls, path: Path | None, run_name: str, root: Path = Path("runs")) -> RunDir:
@@ -40,8 +42,27 @@ class RunDir:
                 f"run dir {path} already exists and is not empty; nothing was written. "
                 "Choose another --run-dir (or omit it for a fresh timestamped one)."
             )
+        existed = path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        run_dir = cls(path)
+        run_dir.created = not existed
+        return run_dir
+
+    def discard_if_untrained(self) -> bool:
+        """Remove this run dir if nothing was trained into it (no checkpoint was written).
+
+        Only for a dir this process claimed (it was new or empty, so everything in it is
+        pipeforge's own output of this attempt): a run that fails while building its data or
+        model leaves no half-made run dir behind to block a retry with the same --run-dir.
+        """
+        if any((self.path / "checkpoints").glob("*.pt")):
+            return False
+        if self.created:
+            shutil.rmtree(self.path)
+        else:  # the user's own empty folder stays; only what this attempt wrote goes
+            for child in self.path.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return True
 
     def write_recipe(self, resolved: dict[str, Any], header: str) -> None:
         body = tomli_w.dumps(resolved)
