@@ -41,10 +41,13 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default: sys.argv[1:]) and return the exit code."""
     args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", 0))
     try:
         return args.command(args)
     except PipeforgeError as exc:
-        _error(str(exc))
+        # Under torchrun every rank sees the same bad input; rank 0 says it once.
+        if rank == 0 or exc.exit_code != 2:
+            _error(str(exc) if rank == 0 else f"[rank {rank}] {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         _error("interrupted")
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: one line, the traceback behind --debug
         if args.debug:
             raise
-        _error(f"{type(exc).__name__}: {exc}\n(run again with --debug for the traceback)")
+        where = f"[rank {rank}] " if rank else ""
+        _error(f"{where}{type(exc).__name__}: {exc}\n(run again with --debug for the traceback)")
         return EXIT_FAILURE
 
 
@@ -81,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", cmd_run, "train a model as a recipe describes")
     recipe_args(run, optional=True)
     run.add_argument("--run-dir", type=Path, help="output directory (default runs/<name>-<timestamp>); must be new or empty")
+    run.add_argument(
+        "--nproc-per-node", type=int, metavar="N",
+        help="train data-parallel with N processes, launched by torch's elastic launcher (torchrun)",
+    )
     run.add_argument(
         "--resume", type=Path, metavar="RUN_DIR",
         help="continue RUN_DIR from its latest valid checkpoint (RECIPE defaults to RUN_DIR/recipe.toml; "
@@ -118,27 +126,85 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipeforge.distributed import Dist
     from pipeforge.rundir import RunDir
 
     plugins = _discover()
-    if args.resume is not None:
-        return _resume(args, plugins)
-    if args.recipe is None:
+    if args.resume is None and args.recipe is None:
         raise UsageError("run needs a RECIPE (or --resume RUN_DIR)")
-    recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
-    run_dir = RunDir.claim(args.run_dir, recipe.run.name)
+    recipe = load_recipe(args.recipe or args.resume / "recipe.toml", plugins.registry, args.overrides)
+    if args.nproc_per_node:
+        return _launch(args, recipe)
+    dist = Dist.from_env()
+    if dist.enabled and recipe.trainer.strategy == "none":
+        raise UsageError('trainer.strategy is "none" but this was launched with several processes')
+    if not dist.enabled and recipe.trainer.strategy == "ddp":
+        raise UsageError('trainer.strategy is "ddp": launch with --nproc-per-node N (or torchrun)')
+    _start_process_group(dist, recipe)
+    clean = False
     try:
-        with run_dir.lock():
-            run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
-            run_dir.write_env(_environment(recipe, plugins))
-            return _fit(args, recipe, plugins, run_dir, resume=None)
-    except BaseException:
-        if run_dir.discard_if_untrained():
-            _warn(f"nothing was trained, so the run dir {run_dir.path} was removed")
-        raise
+        if args.resume is not None:
+            code = _resume(args, plugins, dist)
+            clean = True
+            return code
+        # Rank 0 claims the run dir and tells the others where it is (or that it failed).
+        run_dir, failure = None, None
+        if dist.is_main:
+            try:
+                run_dir = RunDir.claim(args.run_dir, recipe.run.name)
+            except UsageError as exc:
+                failure = str(exc)
+        shared = dist.share((str(run_dir.path) if run_dir else None, failure))
+        if shared[1] is not None:
+            raise UsageError(shared[1])
+        run_dir = run_dir or RunDir(Path(shared[0]))
+        if not dist.is_main:
+            code = _fit(args, recipe, plugins, run_dir, None, dist)
+            clean = True
+            return code
+        try:
+            with run_dir.lock():
+                run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
+                run_dir.write_env(_environment(recipe, plugins, dist))
+                code = _fit(args, recipe, plugins, run_dir, None, dist)
+                clean = True
+                return code
+        except BaseException:
+            if run_dir.discard_if_untrained():
+                _warn(f"nothing was trained, so the run dir {run_dir.path} was removed")
+            raise
+    finally:
+        dist.stop(clean)
 
 
-def _resume(args: argparse.Namespace, plugins: Plugins) -> int:
+def _start_process_group(dist: Any, recipe: Recipe) -> None:
+    if dist.enabled:
+        import torch
+
+        cuda = recipe.trainer.device != "cpu" and torch.cuda.is_available()
+        dist.start("cuda" if cuda else "cpu", recipe.trainer.dist_timeout_s)
+
+
+def _launch(args: argparse.Namespace, recipe: Recipe) -> int:
+    """`run --nproc-per-node N`: the same command under torch's launcher, run dir fixed first."""
+    from pipeforge.distributed import launch
+    from pipeforge.rundir import default_path
+
+    argv = ["run"]
+    if args.resume is not None:
+        argv += ["--resume", str(args.resume)]
+    if args.recipe is not None:
+        argv.append(str(args.recipe))
+    if args.resume is None:
+        argv += ["--run-dir", str(args.run_dir or default_path(recipe.run.name))]
+    for override in args.overrides:
+        argv += ["--set", override]
+    if args.quiet:
+        argv.append("--quiet")
+    return launch(args.nproc_per_node, argv)
+
+
+def _resume(args: argparse.Namespace, plugins: Plugins, dist: Any) -> int:
     from pipeforge import checkpoint
     from pipeforge.rundir import RunDir
 
@@ -157,33 +223,41 @@ def _resume(args: argparse.Namespace, plugins: Plugins) -> int:
             f"cannot resume {args.resume} with a different recipe:\n{lines}\n"
             f"only {', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run instead"
         )
+    # Rank 0 picks the checkpoint; every rank loads the same file.
+    found = checkpoint.latest_valid(args.resume / "checkpoints") if dist.is_main else None
+    path = dist.share(str(found[0]) if found else None)
+    payload = found[1] if found else (checkpoint.load(Path(path)) if path else None)
+    if not dist.is_main:
+        return _fit(args, recipe, plugins, run_dir, payload, dist)
     with run_dir.lock():
-        found = checkpoint.latest_valid(args.resume / "checkpoints")
         if changes:
             run_dir.rewrite_recipe(wanted, _recipe_header(args, run_dir.path))
-        payload = found[1] if found else None
         run_dir.rewrite_metrics(payload["history"] if payload else [])
         if args.quiet:
             pass
-        elif found is None:
+        elif payload is None:
             err.print(Text(f"{args.resume} has no checkpoint yet: starting it from the beginning"))
         else:
-            err.print(Text(f"resuming {args.resume} from {found[0].name} "
+            err.print(Text(f"resuming {args.resume} from {Path(path).name} "
                            f"(epoch {payload['epochs_done']}, step {payload['global_step']})"))
-        return _fit(args, recipe, plugins, run_dir, resume=payload)
+        return _fit(args, recipe, plugins, run_dir, payload, dist)
 
 
-def _fit(args: argparse.Namespace, recipe: Recipe, plugins: Plugins, run_dir: Any, resume: Any) -> int:
+def _fit(args: argparse.Namespace, recipe: Recipe, plugins: Plugins, run_dir: Any, resume: Any, dist: Any) -> int:
     from pipeforge.console import ConsoleReporter
     from pipeforge.engine import StopRequest, fit  # torch is imported from here on
 
-    reporter = ConsoleReporter(err, progress=err.is_terminal and not args.quiet, lines=not args.quiet)
+    # Other ranks of a data-parallel job stay silent unless they fail.
+    loud = dist.is_main and not args.quiet
+    reporter = ConsoleReporter(err, progress=err.is_terminal and loud, lines=loud)
     stop = StopRequest()
     with _signals_request(stop):
-        state = fit(recipe, plugins, run_dir, extra=[reporter], stop=stop, resume=resume)
-    if not args.quiet and state.history:
-        out.print(Text(f"done: {_summary(state.history[-1])}"))
-    out.print(Text(f"run dir: {run_dir.path}"))
+        state = fit(recipe, plugins, run_dir, extra=[reporter] if dist.is_main else [],
+                    stop=stop, resume=resume, dist=dist)
+    if dist.is_main:
+        if loud and state.history:
+            out.print(Text(f"done: {_summary(state.history[-1])}"))
+        out.print(Text(f"run dir: {run_dir.path}"))
     return 0
 
 
@@ -315,10 +389,11 @@ def _recipe_header(args: argparse.Namespace, run_dir: Path) -> str:
     )
 
 
-def _environment(recipe: Recipe, plugins: Plugins) -> dict[str, Any]:
+def _environment(recipe: Recipe, plugins: Plugins, dist: Any) -> dict[str, Any]:
     import torch
 
     return {
+        "world_size": dist.world,
         "pipeforge": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

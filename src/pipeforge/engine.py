@@ -16,6 +16,7 @@ import torch
 
 from pipeforge import checkpoint
 from pipeforge.context import BuildContext, Datasets, RunState
+from pipeforge.distributed import Dist
 from pipeforge.errors import Interrupted, PluginError, TrainingError, UsageError
 from pipeforge.loaders import Batches, make_batches
 from pipeforge.plugins import Plugins
@@ -42,19 +43,21 @@ class EpochProgress:
 
 def fit(
     recipe: Recipe, plugins: Plugins, run_dir: RunDir, *, extra: list[Any] = (),
-    stop: StopRequest | None = None, resume: dict[str, Any] | None = None,
+    stop: StopRequest | None = None, resume: dict[str, Any] | None = None, dist: Dist = Dist(),
 ) -> RunState:
     """Train `recipe` into `run_dir` and return the final `RunState`.
 
     `extra` are plugin objects registered for this run (e.g. the console reporter); `stop` is
-    polled after each step; `resume` is a loaded checkpoint to continue from. Raises
-    `Interrupted` after checkpointing on a stop request, `TrainingError` when the loss is not
-    finite, and `PluginError`/`DataError` when a component cannot be built.
+    polled after each step; `resume` is a loaded checkpoint to continue from; `dist` is this
+    process's rank in a data-parallel job whose process group is already started (only rank 0
+    writes files and runs callbacks). Raises `Interrupted` after checkpointing on a stop
+    request, `TrainingError` when the loss is not finite, and `PluginError`/`DataError` when a
+    component cannot be built.
     """
     hook = plugins.manager.hook
     trainer = recipe.trainer
     seed_everything(recipe.run.seed)
-    device = resolve_device(trainer.device)
+    device = resolve_device(trainer.device, dist)
     context = BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir.path, recipe)
 
     # Build in dependency order: a model may need the data's classes, an optimizer the model.
@@ -68,32 +71,44 @@ def fit(
     context.optimizer = optimizer = hook.build_optimizer(spec=recipe.optimizer, context=context)
     scheduler = hook.build_scheduler(spec=recipe.scheduler, context=context) if recipe.scheduler else None
     metrics = [context.build("metric", spec) for spec in recipe.metrics]
-    callbacks = [context.build("callback", spec) for spec in recipe.callbacks]
-    # The forward pass may be compiled; `model` stays the plain module whose weights are saved.
-    forward = torch.compile(model) if trainer.compile else model
+    callbacks = [context.build("callback", spec) for spec in recipe.callbacks] if dist.is_main else []
+    # Training runs through DDP (gradients averaged across ranks) and maybe torch.compile;
+    # `model` stays the plain module whose weights are saved and which evaluates (evaluation
+    # shards are uneven, and a DDP forward would wait on the other ranks).
+    forward = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if trainer.compile:
+        forward, model_eval = torch.compile(forward), torch.compile(model)
+    else:
+        model_eval = model
 
     # The shuffle order has its own generator so that model code drawing random numbers
     # (dropout, augmentation) does not change which samples form a batch.
     order = torch.Generator().manual_seed(recipe.run.seed)
+    shard = {"rank": dist.rank, "world": dist.world}
     train = make_batches(
         _split(datasets, "train"), batch_size=trainer.batch_size, shuffle=trainer.shuffle,
-        drop_last=trainer.drop_last, generator=order, device=device, num_workers=trainer.num_workers,
+        drop_last=trainer.drop_last, generator=order, device=device, num_workers=trainer.num_workers, **shard,
     )
     evaluations = {
         split: make_batches(
             _split(datasets, split), batch_size=trainer.eval_batch_size or trainer.batch_size,
-            shuffle=False, drop_last=False, generator=None, device=device, num_workers=trainer.num_workers,
+            shuffle=False, drop_last=False, generator=None, device=device,
+            num_workers=trainer.num_workers, pad=False, **shard,
         )
         for split in _eval_splits(recipe, datasets)
     }
 
     state = RunState(recipe, run_dir.path, device.type, model, optimizer, scheduler, datasets)
-    saver = Saver(run_dir, state, trainer, list(evaluations))
+    saver = Saver(run_dir, state, trainer, list(evaluations), writes=dist.is_main)
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
         progress = _restore(resume, state)
         saver.best = resume["best"]
-    step = Step(forward, loss_fn, optimizer, device, trainer.precision, trainer.channels_last)
+    step = Step(forward, model_eval, loss_fn, optimizer, device, trainer.precision, trainer.channels_last, dist)
 
     for plugin in [*callbacks, *extra]:
         plugins.manager.register(plugin)
@@ -107,18 +122,21 @@ def fit(
             train_loss = train_epoch(state, train, step, progress, hook, saver, stop)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
             for split, batches in evaluations.items():
-                split_metrics = evaluate(step, batches, metrics, split)
+                # Evaluating the training split must not overwrite the loss trained on.
+                split_metrics = evaluate(step, batches, metrics, "train_eval" if split == "train" else split)
                 hook.on_validation_end(state=state, split=split, metrics=split_metrics)
                 row.update(split_metrics)
             row["lr"] = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()
             state.history.append(row)
-            run_dir.append_metrics(row)
+            if dist.is_main:
+                run_dir.append_metrics(row)
             progress = EpochProgress(order_state=order.get_state())
             saver.save(progress, epoch_end=True)
             hook.on_epoch_end(state=state, epoch=epoch, metrics=row)
-        run_dir.save_model(model.state_dict())
+        if dist.is_main:
+            run_dir.save_model(model.state_dict())
     finally:
         hook.on_fit_end(state=state)
         for plugin in [*callbacks, *extra]:
@@ -131,11 +149,13 @@ class Step:
     """One forward/backward/update, with the recipe's precision and memory format."""
 
     forward: Any
+    eval_forward: Any
     loss_fn: Any
     optimizer: Any
     device: torch.device
     precision: str
     channels_last: bool
+    dist: Dist
 
     def inputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = inputs.to(self.device, non_blocking=True)
@@ -174,17 +194,19 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
         progress.samples += size
         progress.batches_done = batch_index + 1
         hook.on_batch_end(state=state, batch_index=batch_index, loss=loss, batch_size=size)
-        if stop is not None and stop.signal is not None:
+        if stop is not None and _stop_requested(stop, step.dist, step.device):
             saver.save(progress)
-            name = signal.Signals(stop.signal).name
+            name = signal.Signals(stop.signal or signal.SIGTERM).name
             raise Interrupted(
                 f"stopped by {name} in epoch {state.epoch} after step {state.global_step}; "
                 f"checkpoint written. Resume with: pipeforge run --resume {state.run_dir}",
-                stop.signal,
+                stop.signal or signal.SIGTERM,
             )
         if saver.every and state.global_step % saver.every == 0:
             saver.save(progress)
-    mean = (progress.loss_sum / max(progress.samples, 1)).item()
+    # Every rank trained on its own shard: the epoch's loss is the mean over all of them.
+    totals = step.dist.sum(torch.stack([progress.loss_sum, torch.tensor(float(progress.samples), device=step.device)]))
+    mean = (totals[0] / totals[1].clamp(min=1)).item()
     if not math.isfinite(mean):
         raise TrainingError(
             f"the training loss became {mean} in epoch {state.epoch} (by step {state.global_step}); "
@@ -197,7 +219,7 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
 @torch.no_grad()
 def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> dict[str, float]:
     """Loss and every metric over one split, as `{<split>_loss: …, <split>_<metric>: …}`."""
-    step.forward.eval()
+    step.eval_forward.eval()
     total = torch.zeros((), device=step.device)
     count = 0
     for metric in metrics:
@@ -205,12 +227,16 @@ def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> di
     for batch in batches.epoch():
         inputs, targets = step.inputs(*batch)
         with step.autocast():
-            outputs = step.forward(inputs)
+            outputs = step.eval_forward(inputs)
             total += step.loss_fn(outputs, targets).float() * targets.shape[0]
         count += targets.shape[0]
         for metric in metrics:
             metric.update(outputs, targets)
-    result = {f"{split}_loss": (total / max(count, 1)).item()}
+    totals = step.dist.sum(torch.stack([total, torch.tensor(float(count), device=step.device)]))
+    if step.dist.enabled:
+        for metric in metrics:
+            metric.all_reduce(step.dist.sum)
+    result = {f"{split}_loss": (totals[0] / totals[1].clamp(min=1)).item()}
     result.update({f"{split}_{metric.name}": metric.compute() for metric in metrics})
     return result
 
@@ -218,8 +244,9 @@ def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> di
 class Saver:
     """Writes checkpoints: at every epoch end, every N steps if asked, and best.pt."""
 
-    def __init__(self, run_dir: RunDir, state: RunState, trainer: Any, eval_splits: list[str]) -> None:
+    def __init__(self, run_dir: RunDir, state: RunState, trainer: Any, eval_splits: list[str], writes: bool = True) -> None:
         self.directory = run_dir.path / "checkpoints"
+        self.writes = writes  # only rank 0 of a data-parallel job writes
         self.state = state
         self.every = trainer.checkpoint_every_steps
         self.keep = trainer.keep_checkpoints
@@ -237,6 +264,8 @@ class Saver:
                 "lower the learning rate or check the data. The last good checkpoint is kept in "
                 f"{self.directory}."
             )
+        if not self.writes:
+            return
         payload = {
             **checkpoint.header(),
             "recipe": state.recipe.model_dump(mode="json"),
@@ -297,13 +326,22 @@ def seed_everything(seed: int) -> None:
     numpy.random.seed(seed % 2**32)
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA when present, else CPU; "cuda" without a GPU is an error, not a fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
+    """"auto" → CUDA when present, else CPU; "cuda" without a GPU is an error, not a fallback.
+    Under data parallelism each process uses the GPU of its local rank."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError('trainer.device is "cuda" but no CUDA device is available; use "auto" or "cpu"')
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", dist.local_rank)
+
+
+def _stop_requested(stop: StopRequest, dist: Dist, device: torch.device) -> bool:
+    """Whether to stop now; all ranks agree (a signal may reach them at different steps)."""
+    if not dist.enabled:
+        return stop.signal is not None
+    flag = torch.tensor([1.0 if stop.signal is not None else 0.0], device=device)
+    return bool(dist.sum(flag).item() > 0)
 
 
 def _expect(value: Any, kind: type, name: str) -> Any:

@@ -14,24 +14,45 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 
 class EpochOrder(Sampler[int]):
-    """Sample indices: a fresh permutation each epoch (or 0..n-1), minus the first `skip`."""
+    """Sample indices: a fresh permutation each epoch (or 0..n-1), minus the first `skip`.
 
-    def __init__(self, size: int, shuffle: bool, generator: torch.Generator | None) -> None:
+    Under data parallelism every rank draws the same permutation and takes every `world`-th
+    index from position `rank`. Training pads the permutation (repeating its start) so that all
+    ranks run the same number of steps, as DistributedSampler does; evaluation does not pad, so
+    each sample is counted exactly once.
+    """
+
+    def __init__(self, size: int, shuffle: bool, generator: torch.Generator | None,
+                 rank: int = 0, world: int = 1, pad: bool = True) -> None:
         self.size = size
         self.shuffle = shuffle
         self.generator = generator
+        self.rank = rank
+        self.world = world
+        self.pad = pad
         self.skip = 0
 
+    @property
+    def local_size(self) -> int:
+        if self.world == 1:
+            return self.size
+        if self.pad:
+            return -(-self.size // self.world)
+        return len(range(self.rank, self.size, self.world))
+
     def permutation(self) -> torch.Tensor:
-        if self.shuffle:
-            return torch.randperm(self.size, generator=self.generator)
-        return torch.arange(self.size)
+        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
+        if self.world == 1:
+            return order
+        if self.pad:
+            order = torch.cat([order, order[: self.local_size * self.world - self.size]])
+        return order[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.permutation()[self.skip :].tolist())
 
     def __len__(self) -> int:
-        return self.size - self.skip
+        return self.local_size - self.skip
 
 
 class Batches:
@@ -43,7 +64,7 @@ class Batches:
         self.drop_last = drop_last
 
     def __len__(self) -> int:
-        full, rest = divmod(self.order.size, self.batch_size)
+        full, rest = divmod(self.order.local_size, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
     def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -92,9 +113,10 @@ class LoaderBatches(Batches):
 def make_batches(
     dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last: bool,
     generator: torch.Generator | None, device: torch.device, num_workers: int = 0,
+    rank: int = 0, world: int = 1, pad: bool = True,
 ) -> Batches:
-    """The batches of one split, re-iterable every epoch."""
-    order = EpochOrder(len(dataset), shuffle, generator)
+    """The batches of one split (this rank's shard of it), re-iterable every epoch."""
+    order = EpochOrder(len(dataset), shuffle, generator, rank, world, pad)
     if isinstance(dataset, TensorDataset):
         return TensorBatches(dataset.tensors, order, batch_size, drop_last, device)
     return LoaderBatches(dataset, order, batch_size, drop_last, device, num_workers)

@@ -80,6 +80,13 @@ class TrainerSection(Section):
     compile: bool = Field(
         False, description="torch.compile the model (costs start-up time; pays off on long runs)."
     )
+    strategy: Literal["auto", "ddp", "none"] = Field(
+        "auto", description='"auto": data-parallel (DDP) when launched by torchrun with WORLD_SIZE > 1; '
+        '"ddp": require such a launch; "none": refuse one. batch_size is per process.',
+    )
+    dist_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds a collective may wait for other ranks before the job fails."
+    )
 
 
 class Recipe(Section):

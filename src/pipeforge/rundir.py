@@ -20,6 +20,17 @@ import tomli_w
 from pipeforge.errors import UsageError
 
 
+def default_path(run_name: str, root: Path = Path("runs")) -> Path:
+    """`runs/<name>-<timestamp>`, with a suffix if that already exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = root / f"{run_name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = root / f"{run_name}-{stamp}-{suffix}"
+    return path
+
+
 class RunDir:
     """A run's output directory, claimed empty and only ever added to."""
 
@@ -31,12 +42,7 @@ class RunDir:
     def claim(cls, path: Path | None, run_name: str, root: Path = Path("runs")) -> RunDir:
         """Create the run dir (default `runs/<name>-<timestamp>`); refuse a non-empty one."""
         if path is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            path = root / f"{run_name}-{stamp}"
-            suffix = 1
-            while path.exists():
-                suffix += 1
-                path = root / f"{run_name}-{stamp}-{suffix}"
+            path = default_path(run_name, root)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UsageError(
                 f"run dir {path} already exists and is not empty; nothing was written. "

@@ -1,10 +1,13 @@
 """The built-in accuracy metric.
 
-A metric is an object with `reset()`, `update(outputs, targets)` and `compute() -> float`.
+A metric is an object with `name`, `reset()`, `update(outputs, targets)`, `compute() -> float`
+and, to work under data parallelism, `all_reduce(reduce)` which sums its state across ranks.
 It accumulates on the device so that evaluation syncs with the host once per split, not per batch.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -32,6 +35,12 @@ class Accuracy:
             hits = (outputs.topk(k, dim=1).indices == targets.unsqueeze(1)).any(dim=1)
         self._correct = self._correct + hits.sum()
         self._total += targets.shape[0]
+
+    def all_reduce(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Combine the counts of every rank (data-parallel evaluation)."""
+        counts = torch.tensor([float(self._correct), float(self._total)])
+        counts = reduce(counts.to(self._correct.device) if torch.is_tensor(self._correct) else counts)
+        self._correct, self._total = counts[0], int(counts[1].item())
 
     def compute(self) -> float:
         if self._total == 0:

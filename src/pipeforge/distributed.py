@@ -1,0 +1,94 @@
+"""Data-parallel runs under torch's own launcher (torchrun / torch.distributed.run).
+
+pipeforge does not manage processes: torchrun starts one process per rank and sets WORLD_SIZE,
+RANK and LOCAL_RANK; `Dist.from_env()` reads them. With more than one process the engine joins a
+process group (gloo on CPU, nccl on CUDA), wraps the model in DistributedDataParallel, gives
+each rank its shard of every split, and all-reduces the metrics; only rank 0 writes anything.
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job. A single process is rank 0 of a world of 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        """Read torchrun's environment; without it, a single process."""
+        return cls(
+            rank=int(os.environ.get("RANK", 0)),
+            world=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def start(self, device_type: str, timeout_s: float) -> None:
+        """Join the process group: nccl for CUDA, gloo for CPU. A collective that waits longer
+        than `timeout_s` (a rank died or hangs) fails instead of hanging the job."""
+        if not self.enabled:
+            return
+        import torch
+        import torch.distributed as dist
+
+        if device_type == "cuda":
+            torch.cuda.set_device(self.local_rank)
+        if not dist.is_initialized():
+            backend = "nccl" if device_type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+
+    def stop(self, clean: bool) -> None:
+        """Leave the process group; after a clean finish, first wait for every rank so none
+        tears down its communication threads while another still talks to it."""
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                if clean:
+                    dist.barrier()
+                dist.destroy_process_group()
+
+    def sum(self, tensor: Any) -> Any:
+        """All-reduce `tensor` by summing across ranks (in place); a no-op on one process."""
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (e.g. the run dir it claimed)."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Re-run `pipeforge argv` under torch's elastic launcher with `nproc` processes."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "pipeforge", *argv]
+    return subprocess.call(command)

@@ -1,0 +1,423 @@
+"""Using a finished run: evaluate its model, predict on new inputs, export it.
+
+Everything is rebuilt from the run dir's `recipe.toml` through the same hooks the engine uses,
+then the chosen weights are loaded: the run's `model.pt` by default, `last` (the newest valid
+step checkpoint), `best` (`checkpoints/best.pt`) or a file path. Every file is read with
+`torch.load(weights_only=True)`, so a file carrying pickled code is refused and runs nothing.
+Nothing here prints: the CLI (`cli_inference`) shows the results.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from pipeforge import checkpoint
+from pipeforge.context import BuildContext, Datasets
+from pipeforge.distributed import Dist
+from pipeforge.engine import Step, evaluate, resolve_device, seed_everything
+from pipeforge.errors import CheckpointError, DataError, PluginError, UsageError
+from pipeforge.loaders import make_batches
+from pipeforge.plugins import Plugins
+from pipeforge.recipe import Recipe, load_recipe
+
+EXPORT_FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}
+ONNX_INSTALL = "pip install 'pipeforge[onnx]'"
+
+
+@dataclass
+class Weights:
+    """The weights a command uses, where they came from, and the run facts stored beside them.
+
+    `classes` and `example_input` come from the checkpoint itself, or, for a plain state_dict
+    such as `model.pt`, from the run's newest valid checkpoint (None when it has none).
+    """
+
+    path: Path
+    state_dict: dict[str, Any]
+    classes: list[str] | None = None
+    example_input: torch.Tensor | None = None
+
+
+@dataclass
+class LoadedRun:
+    """A run rebuilt from its run dir: recipe, build context and the model with its weights."""
+
+    path: Path
+    recipe: Recipe
+    context: BuildContext
+    weights: Weights
+    model: torch.nn.Module
+    device: torch.device
+
+
+@dataclass
+class Evaluation:
+    """`metrics` keyed `<split>_loss`, `<split>_<metric>` as in metrics.jsonl."""
+
+    run_dir: Path
+    weights: Path
+    splits: list[str]
+    metrics: dict[str, float]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    """One sample's prediction: the class name, its index, and every class's probability."""
+
+    name: str
+    index: int
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.name, "index": self.index, "probabilities": self.probabilities}
+
+
+@dataclass
+class Export:
+    """What `export` wrote and how the re-loaded file compared with the eager model.
+
+    `max_abs_diff` is None when the check was skipped (`skipped` says why).
+    """
+
+    path: Path
+    format: str
+    weights: Path
+    max_abs_diff: float | None
+    tolerance: float
+    skipped: str | None = None
+
+    @property
+    def matches(self) -> bool:
+        return self.max_abs_diff is None or self.max_abs_diff <= self.tolerance
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def read_recipe(run_dir: Path, plugins: Plugins) -> Recipe:
+    """The run's resolved `recipe.toml`, validated against the installed plugins."""
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run dir")
+    path = run_dir / "recipe.toml"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a pipeforge run dir (no recipe.toml)")
+    return load_recipe(path, plugins.registry)
+
+
+def choose_weights(run_dir: Path, choice: str | None) -> Weights:
+    """Load the weights `--checkpoint` names: None → model.pt, "last", "best", or a path.
+
+    Raises `CheckpointError` naming the file when it is missing, unreadable or carries code.
+    """
+    directory = run_dir / "checkpoints"
+    if choice == "last":
+        found = checkpoint.latest_valid(directory)
+        if found is None:
+            raise CheckpointError(f"{directory}: no valid step checkpoint to use as --checkpoint last")
+        return _from_checkpoint(*found)
+    if choice == "best":
+        path = directory / "best.pt"
+        return _from_checkpoint(path, checkpoint.load(path))
+    if choice is None:
+        path = run_dir / "model.pt"
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: no such file; the run has not finished. "
+                "Use --checkpoint last (newest step checkpoint) or --checkpoint best."
+            )
+    else:
+        path = Path(choice)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint (expected best, last or a file)")
+    loaded = _load_weights_only(path)
+    if isinstance(loaded, dict) and "format" in loaded:
+        # A pipeforge checkpoint: let the checkpoint module check its marker and version.
+        return _from_checkpoint(path, checkpoint.load(path))
+    if not (isinstance(loaded, dict) and loaded and all(isinstance(k, str) for k in loaded)):
+        raise CheckpointError(f"{path}: neither a pipeforge checkpoint nor a model state_dict")
+    classes, example = _run_facts(directory)
+    return Weights(path, loaded, classes, example)
+
+
+def load_run(run_dir: Path, plugins: Plugins, choice: str | None, *, device: str = "cpu") -> LoadedRun:
+    """Rebuild the run's model from `recipe.toml` and load the weights `choice` names.
+
+    The weights are read before anything is built, so a bad `--checkpoint` is refused first.
+    """
+    recipe = read_recipe(run_dir, plugins)
+    return build_model(run_dir, plugins, recipe, choose_weights(run_dir, choice), device=device)
+
+
+def build_model(run_dir: Path, plugins: Plugins, recipe: Recipe, weights: Weights, *,
+                device: str = "cpu", datasets: Datasets | None = None) -> LoadedRun:
+    """Build `recipe`'s model through the `build_model` hook and load `weights` into it.
+
+    Without `datasets` the builder sees a `Datasets` with the run's classes and no splits, so
+    a model that sizes its output from `context.datasets.num_classes` still builds, and no
+    data is read. Raises `CheckpointError` when the weights do not fit the model.
+    """
+    torch_device = resolve_device(device)
+    seed_everything(recipe.run.seed)
+    context = BuildContext(plugins.registry, recipe.run.seed, torch_device.type, run_dir, recipe)
+    context.datasets = datasets if datasets is not None else Datasets(splits={}, classes=weights.classes)
+    model = plugins.manager.hook.build_model(spec=recipe.model, context=context)
+    if not isinstance(model, torch.nn.Module):
+        raise PluginError(f"model '{recipe.model.name}' built {type(model).__name__}, not a torch.nn.Module")
+    try:
+        model.load_state_dict(weights.state_dict)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise CheckpointError(
+            f"{weights.path}: its weights do not fit the model that {run_dir / 'recipe.toml'} builds: {detail}"
+        ) from None
+    context.model = model = model.to(torch_device).eval()
+    return LoadedRun(run_dir, recipe, context, weights, model, torch_device)
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def evaluate_run(run_dir: Path, plugins: Plugins, *, choice: str | None = None,
+                 splits: list[str] | None = None) -> Evaluation:
+    """Loss and the recipe's metrics on `splits` (default: every split but train).
+
+    Uses the engine's own `evaluate` with the recipe's eval batch size and precision, so the
+    run's `model.pt` reproduces the last row of metrics.jsonl. Runs on CUDA when available
+    unless the recipe asks for the CPU.
+    """
+    recipe = read_recipe(run_dir, plugins)
+    weights = choose_weights(run_dir, choice)  # a bad file is refused before the data is read
+    device = "cpu" if recipe.trainer.device == "cpu" else "auto"
+    hook = plugins.manager.hook
+    seed_everything(recipe.run.seed)
+    context = BuildContext(plugins.registry, recipe.run.seed, resolve_device(device).type, run_dir, recipe)
+    datasets = hook.build_dataset(spec=recipe.dataset, context=context)
+    if not isinstance(datasets, Datasets):
+        raise PluginError(f"dataset '{recipe.dataset.name}' returned {type(datasets).__name__}, expected Datasets")
+    wanted = splits or [name for name in datasets.splits if name != "train"]
+    missing = [name for name in wanted if name not in datasets.splits]
+    if missing:
+        raise UsageError(f"the dataset has no split {', '.join(missing)} (it has: {', '.join(datasets.splits)})")
+    run = build_model(run_dir, plugins, recipe, weights, device=device, datasets=datasets)
+    context = run.context
+    loss_fn = hook.build_loss(spec=recipe.loss, context=context)
+    metrics = [context.build("metric", spec) for spec in recipe.metrics]
+    trainer = recipe.trainer
+    step = Step(forward=run.model, eval_forward=run.model, loss_fn=loss_fn, optimizer=None, device=run.device,
+                precision=trainer.precision, channels_last=trainer.channels_last, dist=Dist())
+    if trainer.channels_last:
+        run.model.to(memory_format=torch.channels_last)
+    results: dict[str, float] = {}
+    for name in wanted:
+        batches = make_batches(
+            datasets.splits[name], batch_size=trainer.eval_batch_size or trainer.batch_size,
+            shuffle=False, drop_last=False, generator=None, device=run.device,
+            num_workers=trainer.num_workers,
+        )
+        results.update(evaluate(step, batches, metrics, name))
+    return Evaluation(run_dir, run.weights.path, wanted, results, list(datasets.skipped))
+
+
+def predict(run_dir: Path, plugins: Plugins, inputs: list[str], *, choice: str | None = None) -> list[Prediction]:
+    """Classify raw inputs, read by the dataset plugin's `load_inputs` hook; one per sample.
+
+    Raises `UsageError` when no plugin reads inputs for the run's dataset, `DataError` (from
+    the plugin) naming an input that cannot be read.
+    """
+    run = load_run(run_dir, plugins, choice)
+    spec = run.recipe.dataset
+    batch = plugins.manager.hook.load_inputs(spec=spec, inputs=list(inputs), context=run.context)
+    if batch is None:
+        raise UsageError(
+            f"dataset {spec.name} does not support predict: no installed plugin implements "
+            "the load_inputs hook for it"
+        )
+    if not isinstance(batch, torch.Tensor) or batch.dim() == 0 or batch.shape[0] == 0:
+        raise DataError(f"no samples found in {', '.join(inputs)}")
+    with torch.no_grad():
+        try:
+            outputs = run.model(batch.to(run.device))
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise DataError(
+                f"the inputs ({', '.join(inputs)}) do not fit the model: samples of shape "
+                f"{tuple(batch.shape[1:])} ({detail})"
+            ) from None
+    probabilities = torch.softmax(outputs.float(), dim=1).cpu()
+    names = _class_names(run.weights.classes, probabilities.shape[1])
+    found = []
+    for row in probabilities:
+        index = int(row.argmax())
+        found.append(Prediction(names[index], index, {n: float(p) for n, p in zip(names, row)}))
+    return found
+
+
+def export(run_dir: Path, plugins: Plugins, fmt: str, *, output: Path | None = None,
+           choice: str | None = None) -> Export:
+    """Write the model as TorchScript or ONNX, re-load the file and compare with the eager model.
+
+    The default file is RUN_DIR/model.ts or RUN_DIR/model.onnx; an existing file is never
+    overwritten (`UsageError`). The comparison uses the checkpoint's `example_input` (one
+    training sample) as a batch of 1 and of 2. ONNX needs `onnx` and `onnxscript`; without
+    `onnxruntime` the file is written and the check skipped.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format '{fmt}'; expected one of {', '.join(EXPORT_FORMATS)}")
+    target = output if output is not None else run_dir / f"model{EXPORT_FORMATS[fmt]}"
+    _check_new_file(target)
+    if fmt == "onnx":
+        _require_onnx_exporter()
+    run = load_run(run_dir, plugins, choice)
+    example = run.weights.example_input
+    if example is None:
+        raise CheckpointError(
+            f"{run.weights.path}: no example input stored for this run (its checkpoints predate "
+            "pipeforge storing one); export needs one training sample to trace the model. "
+            "Train a new run, or pass --checkpoint with a newer checkpoint."
+        )
+    example = example.to("cpu").contiguous()
+    samples = [example, torch.cat([example, example])]
+    with torch.no_grad():
+        expected = [_tensor_output(run.model(x), run.recipe.model.name) for x in samples]
+    scale = max(1.0, max(float(e.abs().max()) for e in expected))
+    tolerance = 1e-4 * scale
+    if fmt == "torchscript":
+        _write_new(target, lambda staged: _save_torchscript(run.model, samples[1], staged))
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)  # see _save_torchscript
+            loaded = torch.jit.load(str(target), map_location="cpu")
+            actual = [loaded(x) for x in samples]
+    else:
+        _write_new(target, lambda staged: _save_onnx(run.model, samples[1], staged))
+        actual_or_reason = _run_onnx(target, samples)
+        if isinstance(actual_or_reason, str):
+            return Export(target, fmt, run.weights.path, None, tolerance, skipped=actual_or_reason)
+        actual = actual_or_reason
+    diff = max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected))
+    return Export(target, fmt, run.weights.path, diff, tolerance)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _load_weights_only(path: Path) -> Any:
+    """`torch.load` with weights_only=True; any failure is a `CheckpointError` naming `path`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle payload, not a torch file at all…
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        if "weights_only" in text or "Unsupported global" in text:
+            reason = "it contains pickled Python objects, which pipeforge never loads (no code was run)"
+        raise CheckpointError(f"{path}: not a readable weights file: {reason}") from None
+
+
+def _from_checkpoint(path: Path, payload: dict[str, Any]) -> Weights:
+    return Weights(path, payload["model"], payload.get("classes"), payload.get("example_input"))
+
+
+def _run_facts(directory: Path) -> tuple[list[str] | None, torch.Tensor | None]:
+    """Classes and example input from the run's newest valid checkpoint, else best.pt."""
+    found = checkpoint.latest_valid(directory)
+    if found is None and (directory / "best.pt").is_file():
+        try:
+            found = directory / "best.pt", checkpoint.load(directory / "best.pt")
+        except CheckpointError:
+            found = None
+    if found is None:
+        return None, None
+    payload = found[1]
+    return payload.get("classes"), payload.get("example_input")
+
+
+def _class_names(classes: list[str] | None, count: int) -> list[str]:
+    """The run's class names; outputs beyond them (or without any) are named by index."""
+    known = list(classes or [])
+    return [known[i] if i < len(known) else str(i) for i in range(count)]
+
+
+def _tensor_output(value: Any, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise PluginError(f"model '{name}' returns {type(value).__name__}; export needs a model that returns one tensor")
+    return value
+
+
+def _check_new_file(target: Path) -> None:
+    if target.exists():
+        raise UsageError(f"{target} already exists; nothing was written. Choose another file with -o FILE.")
+    if not target.parent.is_dir():
+        raise UsageError(f"{target.parent}: no such directory for the output file")
+
+
+def _write_new(target: Path, write: Callable[[Path], None]) -> None:
+    """Have `write` produce `target` in a private temp dir, then link it into place.
+
+    `os.link` fails if the name exists, so a file that appeared meanwhile is never replaced;
+    side files the writer makes (ONNX external weights, `<name>.data`) are placed first.
+    """
+    _check_new_file(target)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        staged = Path(tmp) / target.name
+        write(staged)
+        files = [p for p in sorted(Path(tmp).iterdir()) if p != staged] + [staged]
+        placed: list[Path] = []
+        try:
+            for path in files:
+                os.link(path, target.parent / path.name)
+                placed.append(target.parent / path.name)
+        except FileExistsError as exc:
+            for path in placed:
+                path.unlink(missing_ok=True)
+            raise UsageError(f"{exc.filename2 or target} already exists; nothing was written.") from None
+
+
+def _save_torchscript(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        # torch 2.14 marks torch.jit as deprecated; the format is still what many runtimes load.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(model, sample)
+        torch.jit.save(traced, str(path))
+
+
+def _require_onnx_exporter() -> None:
+    """torch's ONNX exporter (torch.export based, the default) needs onnx and onnxscript."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"ONNX export needs {' and '.join(missing)}, which are not installed: {ONNX_INSTALL}")
+
+
+def _save_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:
+    import contextlib
+    import io
+
+    batch = torch.export.Dim("batch")
+    # The exporter reports its progress on stdout and warns on stderr; the CLI owns both.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (sample,), dynamo=True, verbose=False, input_names=["input"],
+            output_names=["output"], dynamic_shapes=({0: batch},),
+        )
+    # Weights go to a side file `<name>.data` only when the model is over protobuf's 2 GB.
+    program.save(str(path))
+
+
+def _run_onnx(path: Path, samples: list[torch.Tensor]) -> list[torch.Tensor] | str:
+    """The ONNX file's outputs under onnxruntime, or why they could not be computed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return f"onnxruntime is not installed ({ONNX_INSTALL})"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return [torch.from_numpy(session.run(None, {name: x.numpy()})[0]) for x in samples]

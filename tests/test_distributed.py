@@ -1,0 +1,126 @@
+"""Data-parallel training on CPU (gloo) with 2 processes, launched through torch's launcher."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import RECIPES, cli_env, run_pipeforge
+from plugin_dists import make_dist, pip_install
+
+RECIPE = RECIPES / "popularity_mlp.toml"
+
+# A test-only entry-point plugin, steered by environment variables: dump each rank's final
+# weights, SIGKILL a rank, or raise on a rank, at a chosen step.
+PROBE_PLUGIN = '''
+import os, signal
+from pipeforge import hookimpl
+
+RANK = os.environ.get("RANK", "0")
+
+
+@hookimpl
+def register_components():
+    return []
+
+
+@hookimpl
+def on_batch_end(state):
+    if os.environ.get("PROBE_RANK", RANK) != RANK:
+        return
+    if str(state.global_step) == os.environ.get("KILL_AT_STEP"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if str(state.global_step) == os.environ.get("RAISE_AT_STEP"):
+        raise RuntimeError(f"probe failure on rank {RANK}")
+
+
+@hookimpl
+def on_fit_end(state):
+    if os.environ.get("DUMP_DIR"):
+        import torch
+        torch.save(state.model.state_dict(), os.path.join(os.environ["DUMP_DIR"], f"rank{RANK}.pt"))
+'''
+
+
+@pytest.fixture(scope="module")
+def probe_site(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("probe")
+    return pip_install(make_dist(root, "pipeforge-probe", "probe", "pipeforge_probe", PROBE_PLUGIN), root / "site")
+
+
+def env(site: Path, **extra: str) -> dict[str, str]:
+    return cli_env(PYTHONPATH=str(site), **extra)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_train_one_run(probe_site, tmp_path):
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    run_dir = tmp_path / "run"
+    result = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--run-dir", run_dir,
+                           env=env(probe_site, DUMP_DIR=str(dumps)), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Rank 0 alone wrote the run dir and the console; metrics once per epoch.
+    assert [r["epoch"] for r in rows(run_dir)] == list(range(1, 11))
+    assert result.stdout.count("run dir:") == 1
+    assert rows(run_dir)[-1]["train_loss"] < rows(run_dir)[0]["train_loss"]
+    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
+    # DDP kept every rank's parameters identical.
+    rank0 = torch.load(dumps / "rank0.pt", weights_only=True)
+    rank1 = torch.load(dumps / "rank1.pt", weights_only=True)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    saved = torch.load(run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(rank0[k], saved[k]) for k in rank0)
+
+
+def test_torchrun_directly_makes_one_default_run_dir(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "pipeforge", "run", str(RECIPE), "--quiet", "--set", "trainer.epochs=2"],
+        capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert len(rows(run_dir)) == 2
+
+
+def test_killed_two_process_run_resumes(probe_site, tmp_path):
+    run_dir = tmp_path / "run"
+    # 800 samples / 2 ranks / batch 32 = 13 steps an epoch; die in epoch 4.
+    killed = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--run-dir", run_dir,
+                           env=env(probe_site, KILL_AT_STEP="45", PROBE_RANK="1"), timeout=300)
+    assert killed.returncode != 0
+    assert not (run_dir / "model.pt").exists()
+    assert (run_dir / "checkpoints").is_dir()
+    resumed = run_pipeforge("run", "--resume", run_dir, "--nproc-per-node", 2, env=env(probe_site), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["epoch"] for r in rows(run_dir)] == list(range(1, 11))
+    assert (run_dir / "model.pt").exists()
+
+
+def test_a_failing_rank_ends_the_job_quickly(probe_site, tmp_path):
+    started = time.monotonic()
+    result = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--run-dir", tmp_path / "run",
+                           env=env(probe_site, RAISE_AT_STEP="5", PROBE_RANK="1"), timeout=300)
+    took = time.monotonic() - started
+    assert result.returncode != 0
+    assert "[rank 1] RuntimeError: probe failure on rank 1" in result.stderr
+    assert took < 120, f"the job took {took:.0f} s to end"
+
+
+def test_strategy_none_refuses_a_multi_process_launch(tmp_path):
+    result = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--run-dir", tmp_path / "run",
+                           "--set", 'trainer.strategy="none"', timeout=300)
+    assert result.returncode != 0
+    assert 'trainer.strategy is "none"' in result.stderr
+    assert result.stderr.count('trainer.strategy is "none"') == 1  # said once, by rank 0
