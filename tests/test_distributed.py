@@ -124,3 +124,16 @@ def test_strategy_none_refuses_a_multi_process_launch(tmp_path):
     assert result.returncode != 0
     assert 'trainer.strategy is "none"' in result.stderr
     assert result.stderr.count('trainer.strategy is "none"') == 1  # said once, by rank 0
+
+
+def test_a_data_parallel_checkpoint_resumes_on_one_process(probe_site, tmp_path):
+    run_dir = tmp_path / "run"
+    killed = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--run-dir", run_dir,
+                           "--set", "trainer.checkpoint_every_steps=4",
+                           env=env(probe_site, KILL_AT_STEP="30", PROBE_RANK="0"), timeout=300)
+    assert killed.returncode != 0
+    resumed = run_pipeforge("run", "--resume", run_dir, env=env(probe_site), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = rows(run_dir)
+    assert [r["epoch"] for r in history] == list(range(1, 11))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -102,11 +102,11 @@ def fit(
         for split in _eval_splits(recipe, datasets)
     }
 
-    state = RunState(recipe, run_dir.path, device.type, model, optimizer, scheduler, datasets)
-    saver = Saver(run_dir, state, trainer, list(evaluations), writes=dist.is_main)
+    state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets)
+    saver = Saver(run_dir, state, trainer, list(evaluations), dist)
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
-        progress = _restore(resume, state)
+        progress = _restore(resume, state, dist)
         saver.best = resume["best"]
     step = Step(forward, model_eval, loss_fn, optimizer, device, trainer.precision, trainer.channels_last, dist)
 
@@ -244,9 +244,9 @@ def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> di
 class Saver:
     """Writes checkpoints: at every epoch end, every N steps if asked, and best.pt."""
 
-    def __init__(self, run_dir: RunDir, state: RunState, trainer: Any, eval_splits: list[str], writes: bool = True) -> None:
+    def __init__(self, run_dir: RunDir, state: RunState, trainer: Any, eval_splits: list[str], dist: Dist) -> None:
         self.directory = run_dir.path / "checkpoints"
-        self.writes = writes  # only rank 0 of a data-parallel job writes
+        self.dist = dist  # every rank calls save() at the same steps; only rank 0 writes
         self.state = state
         self.every = trainer.checkpoint_every_steps
         self.keep = trainer.keep_checkpoints
@@ -254,6 +254,7 @@ class Saver:
         self.minimise = self.best_metric.endswith("loss")
         self.best: float | None = None
         self.example: torch.Tensor | None = None
+        self.device = torch.device(state.device)
 
     def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
         state = self.state
@@ -264,7 +265,10 @@ class Saver:
                 "lower the learning rate or check the data. The last good checkpoint is kept in "
                 f"{self.directory}."
             )
-        if not self.writes:
+        # The epoch's running loss so far, summed over all ranks (a collective: every rank is here).
+        loss_sum = progress.loss_sum if progress.loss_sum is not None else torch.zeros((), device=self.device)
+        partial = self.dist.sum(torch.stack([loss_sum.float(), torch.tensor(float(progress.samples), device=loss_sum.device)]))
+        if not self.dist.is_main:
             return
         payload = {
             **checkpoint.header(),
@@ -277,8 +281,9 @@ class Saver:
             "progress": {
                 "order_state": progress.order_state,
                 "batches_done": progress.batches_done,
-                "loss_sum": progress.loss_sum.detach().cpu() if progress.loss_sum is not None else None,
-                "samples": progress.samples,
+                "loss_sum": partial[0].detach().cpu(),
+                "samples": int(partial[1].item()),
+                "world_size": self.dist.world,
             },
             "rng": checkpoint.capture_rng(),
             "history": state.history,
@@ -296,8 +301,11 @@ class Saver:
                 checkpoint.write_atomic(self.directory / "best.pt", payload)
 
 
-def _restore(payload: dict[str, Any], state: RunState) -> EpochProgress:
-    """Put model, optimizer, scheduler, RNGs and history back as the checkpoint has them."""
+def _restore(payload: dict[str, Any], state: RunState, dist: Dist) -> EpochProgress:
+    """Put model, optimizer, scheduler, RNGs and history back as the checkpoint has them.
+
+    The epoch's position is kept in samples, not in this process's batches, so a run
+    checkpointed on N processes continues on M: every rank shards the same permutation."""
     state.model.load_state_dict(payload["model"])
     state.optimizer.load_state_dict(payload["optimizer"])
     if state.scheduler is not None and payload["scheduler"] is not None:
@@ -307,11 +315,14 @@ def _restore(payload: dict[str, Any], state: RunState) -> EpochProgress:
     state.history = list(payload["history"])
     checkpoint.restore_rng(payload["rng"])
     saved = payload["progress"]
-    loss_sum = saved["loss_sum"]
     device = next(iter(state.model.parameters()), torch.zeros(())).device
+    # The saved running loss is already the sum over all ranks: rank 0 carries it alone.
+    mine = dist.is_main
     return EpochProgress(
-        order_state=saved["order_state"], batches_done=saved["batches_done"],
-        loss_sum=loss_sum.to(device) if loss_sum is not None else None, samples=saved["samples"],
+        order_state=saved["order_state"],
+        batches_done=saved["batches_done"] * saved.get("world_size", 1) // dist.world,
+        loss_sum=saved["loss_sum"].to(device) if mine else torch.zeros((), device=device),
+        samples=saved["samples"] if mine else 0,
     )
 
 
