@@ -163,3 +163,18 @@ def test_wrong_image_size_names_in_features(tmp_path, folder):
     assert result.returncode == 2
     assert "model.in_features=3072" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_predict_names_cat_or_fish_from_an_image_path(trained, tmp_path):
+    folder, _, result, run_dir = trained
+    assert result.returncode == 0, result.stderr
+    tests = [p for p in folder.good if "/test/" in str(p)]
+    cats = [p for p in tests if p.parent.name == "cat"][:3]
+    fishes = [p for p in tests if p.parent.name == "fish"][:3]
+    predicted = run_pipeforge("predict", run_dir, *cats, *fishes)
+    assert predicted.returncode == 0, predicted.stderr
+    names = predicted.stdout.split()
+    assert [n for n in names if n in ("cat", "fish")] == ["cat"] * 3 + ["fish"] * 3
+    corrupt = run_pipeforge("predict", run_dir, folder.corrupt[0])
+    assert corrupt.returncode == 2 and str(folder.corrupt[0]) in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr

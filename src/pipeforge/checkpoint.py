@@ -51,7 +51,7 @@ def load(path: Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle payload, foreign format…
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "Unsupported operand" in str(exc):
             reason = "it contains pickled Python objects, which pipeforge never loads (no code was run)"
         raise CheckpointError(f"{path}: not a readable pipeforge checkpoint: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -22,7 +22,7 @@ from pipeforge import checkpoint
 from pipeforge.context import BuildContext, Datasets
 from pipeforge.distributed import Dist
 from pipeforge.engine import Step, evaluate, resolve_device, seed_everything
-from pipeforge.errors import CheckpointError, DataError, PluginError, UsageError
+from pipeforge.errors import CheckpointError, DataError, PipeforgeError, PluginError, UsageError
 from pipeforge.loaders import make_batches
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe, load_recipe
@@ -147,27 +147,34 @@ def choose_weights(run_dir: Path, choice: str | None) -> Weights:
     return Weights(path, loaded, classes, example)
 
 
-def load_run(run_dir: Path, plugins: Plugins, choice: str | None, *, device: str = "cpu") -> LoadedRun:
-    """Rebuild the run's model from `recipe.toml` and load the weights `choice` names.
+def load_run(run_dir: Path, plugins: Plugins, choice: str | None) -> LoadedRun:
+    """Rebuild the run's model on the CPU from `recipe.toml` with the weights `choice` names.
 
     The weights are read before anything is built, so a bad `--checkpoint` is refused first.
+    No data is read: the model builder sees a `Datasets` with the run's classes and no splits
+    (a model may size its output from `context.datasets.num_classes`).
     """
     recipe = read_recipe(run_dir, plugins)
-    return build_model(run_dir, plugins, recipe, choose_weights(run_dir, choice), device=device)
+    weights = choose_weights(run_dir, choice)
+    device = torch.device("cpu")
+    context = build_context(run_dir, plugins, recipe, device)
+    context.datasets = Datasets(splits={}, classes=weights.classes)
+    model = build_model(plugins, context, weights)
+    return LoadedRun(run_dir, recipe, context, weights, model, device)
 
 
-def build_model(run_dir: Path, plugins: Plugins, recipe: Recipe, weights: Weights, *,
-                device: str = "cpu", datasets: Datasets | None = None) -> LoadedRun:
-    """Build `recipe`'s model through the `build_model` hook and load `weights` into it.
-
-    Without `datasets` the builder sees a `Datasets` with the run's classes and no splits, so
-    a model that sizes its output from `context.datasets.num_classes` still builds, and no
-    data is read. Raises `CheckpointError` when the weights do not fit the model.
-    """
-    torch_device = resolve_device(device)
+def build_context(run_dir: Path, plugins: Plugins, recipe: Recipe, device: torch.device) -> BuildContext:
+    """A `BuildContext` as the engine makes one, after seeding as the engine does."""
     seed_everything(recipe.run.seed)
-    context = BuildContext(plugins.registry, recipe.run.seed, torch_device.type, run_dir, recipe)
-    context.datasets = datasets if datasets is not None else Datasets(splits={}, classes=weights.classes)
+    return BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir, recipe)
+
+
+def build_model(plugins: Plugins, context: BuildContext, weights: Weights) -> torch.nn.Module:
+    """Build the recipe's model through the `build_model` hook, load `weights`, set eval mode.
+
+    Raises `CheckpointError` when the weights do not fit the model the recipe builds.
+    """
+    recipe = context.recipe
     model = plugins.manager.hook.build_model(spec=recipe.model, context=context)
     if not isinstance(model, torch.nn.Module):
         raise PluginError(f"model '{recipe.model.name}' built {type(model).__name__}, not a torch.nn.Module")
@@ -176,10 +183,11 @@ def build_model(run_dir: Path, plugins: Plugins, recipe: Recipe, weights: Weight
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:400]
         raise CheckpointError(
-            f"{weights.path}: its weights do not fit the model that {run_dir / 'recipe.toml'} builds: {detail}"
+            f"{weights.path}: its weights do not fit the model that "
+            f"{context.run_dir / 'recipe.toml'} builds: {detail}"
         ) from None
-    context.model = model = model.to(torch_device).eval()
-    return LoadedRun(run_dir, recipe, context, weights, model, torch_device)
+    context.model = model = model.to(context.device).eval()
+    return model
 
 
 # ------------------------------------------------------------------------------ commands
@@ -195,10 +203,9 @@ def evaluate_run(run_dir: Path, plugins: Plugins, *, choice: str | None = None,
     """
     recipe = read_recipe(run_dir, plugins)
     weights = choose_weights(run_dir, choice)  # a bad file is refused before the data is read
-    device = "cpu" if recipe.trainer.device == "cpu" else "auto"
+    device = resolve_device("cpu" if recipe.trainer.device == "cpu" else "auto")
     hook = plugins.manager.hook
-    seed_everything(recipe.run.seed)
-    context = BuildContext(plugins.registry, recipe.run.seed, resolve_device(device).type, run_dir, recipe)
+    context = build_context(run_dir, plugins, recipe, device)
     datasets = hook.build_dataset(spec=recipe.dataset, context=context)
     if not isinstance(datasets, Datasets):
         raise PluginError(f"dataset '{recipe.dataset.name}' returned {type(datasets).__name__}, expected Datasets")
@@ -206,24 +213,24 @@ def evaluate_run(run_dir: Path, plugins: Plugins, *, choice: str | None = None,
     missing = [name for name in wanted if name not in datasets.splits]
     if missing:
         raise UsageError(f"the dataset has no split {', '.join(missing)} (it has: {', '.join(datasets.splits)})")
-    run = build_model(run_dir, plugins, recipe, weights, device=device, datasets=datasets)
-    context = run.context
+    context.datasets = datasets
+    model = build_model(plugins, context, weights)
     loss_fn = hook.build_loss(spec=recipe.loss, context=context)
     metrics = [context.build("metric", spec) for spec in recipe.metrics]
     trainer = recipe.trainer
-    step = Step(forward=run.model, eval_forward=run.model, loss_fn=loss_fn, optimizer=None, device=run.device,
+    step = Step(forward=model, eval_forward=model, loss_fn=loss_fn, optimizer=None, device=device,
                 precision=trainer.precision, channels_last=trainer.channels_last, dist=Dist())
     if trainer.channels_last:
-        run.model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)
     results: dict[str, float] = {}
     for name in wanted:
         batches = make_batches(
             datasets.splits[name], batch_size=trainer.eval_batch_size or trainer.batch_size,
-            shuffle=False, drop_last=False, generator=None, device=run.device,
+            shuffle=False, drop_last=False, generator=None, device=device,
             num_workers=trainer.num_workers,
         )
         results.update(evaluate(step, batches, metrics, name))
-    return Evaluation(run_dir, run.weights.path, wanted, results, list(datasets.skipped))
+    return Evaluation(run_dir, weights.path, wanted, results, list(datasets.skipped))
 
 
 def predict(run_dir: Path, plugins: Plugins, inputs: list[str], *, choice: str | None = None) -> list[Prediction]:
@@ -290,13 +297,13 @@ def export(run_dir: Path, plugins: Plugins, fmt: str, *, output: Path | None = N
     scale = max(1.0, max(float(e.abs().max()) for e in expected))
     tolerance = 1e-4 * scale
     if fmt == "torchscript":
-        _write_new(target, lambda staged: _save_torchscript(run.model, samples[1], staged))
+        _write_new(target, lambda staged: _save_torchscript(run.model, samples[1], staged), fmt)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", FutureWarning)  # see _save_torchscript
             loaded = torch.jit.load(str(target), map_location="cpu")
             actual = [loaded(x) for x in samples]
     else:
-        _write_new(target, lambda staged: _save_onnx(run.model, samples[1], staged))
+        _write_new(target, lambda staged: _save_onnx(run.model, samples[1], staged), fmt)
         actual_or_reason = _run_onnx(target, samples)
         if isinstance(actual_or_reason, str):
             return Export(target, fmt, run.weights.path, None, tolerance, skipped=actual_or_reason)
@@ -310,13 +317,19 @@ def export(run_dir: Path, plugins: Plugins, fmt: str, *, output: Path | None = N
 
 def _load_weights_only(path: Path) -> Any:
     """`torch.load` with weights_only=True; any failure is a `CheckpointError` naming `path`."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: not a readable weights file: the file is empty")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error says it
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle payload, not a torch file at all…
         text = str(exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
-        if "weights_only" in text or "Unsupported global" in text:
+        if "Unsupported global" in text:
             reason = "it contains pickled Python objects, which pipeforge never loads (no code was run)"
+        elif "weights_only" in text:
+            reason = "not a PyTorch weights file, or one holding what pipeforge never loads (no code was run)"
         raise CheckpointError(f"{path}: not a readable weights file: {reason}") from None
 
 
@@ -357,16 +370,21 @@ def _check_new_file(target: Path) -> None:
         raise UsageError(f"{target.parent}: no such directory for the output file")
 
 
-def _write_new(target: Path, write: Callable[[Path], None]) -> None:
+def _write_new(target: Path, write: Callable[[Path], None], fmt: str) -> None:
     """Have `write` produce `target` in a private temp dir, then link it into place.
 
     `os.link` fails if the name exists, so a file that appeared meanwhile is never replaced;
-    side files the writer makes (ONNX external weights, `<name>.data`) are placed first.
+    side files the writer makes (ONNX external weights, `<name>.data`) are placed first. A
+    model the exporter cannot handle is a `PipeforgeError` (exit 1) and leaves no file.
     """
     _check_new_file(target)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
         staged = Path(tmp) / target.name
-        write(staged)
+        try:
+            write(staged)
+        except Exception as exc:  # tracing failures come as many torch exception types
+            reason = " ".join(str(exc).split())[:500] or type(exc).__name__
+            raise PipeforgeError(f"cannot export the model as {fmt}: {type(exc).__name__}: {reason}") from exc
         files = [p for p in sorted(Path(tmp).iterdir()) if p != staged] + [staged]
         placed: list[Path] = []
         try:

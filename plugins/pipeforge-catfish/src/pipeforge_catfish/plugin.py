@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from pipeforge import Component, Params, TransformSpec, hookimpl
+from typing import Any
+
+from pipeforge import BuildContext, Component, ComponentSpec, Params, TransformSpec, hookimpl
 
 # ImageNet statistics, as the seed's Normalize uses.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -76,3 +78,15 @@ def register_components() -> list[Component]:
             "Images in root/<split>/<class>/ (like ImageFolder); corrupt images are skipped and listed, never deleted.",
         ),
     ]
+
+
+@hookimpl
+def load_inputs(spec: ComponentSpec, inputs: list[str], context: BuildContext) -> Any:
+    """Images for `pipeforge predict`: each INPUT is an image file (any mode or size), read
+    with the run's own `dataset.transforms`; the output is the class folder's name."""
+    if spec.name != "catfish.image_folder":
+        return None
+    from pipeforge_catfish.predict import read_images
+
+    return read_images(ImageFolderParams.model_validate(spec.params), inputs, context)
+
