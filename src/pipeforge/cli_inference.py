@@ -113,7 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pipeforge.cli import _discover, err, out
-    from pipeforge.inference import export  # torch is imported from here on
+    from pipeforge.export import export  # torch is imported from here on
 
     result = export(args.run_dir, _discover(), args.format, output=args.output, choice=args.checkpoint)
     out.print(Text(f"wrote {result.path} ({result.format}, weights from {result.weights})"))
