@@ -71,6 +71,9 @@ def register_components():
 def on_batch_end(state):
     if str(state.global_step) == os.environ.get("KILL_AT_STEP"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("STEP_SLEEP"):  # slow the run so a test's signal lands mid-run
+        import time
+        time.sleep(float(os.environ["STEP_SLEEP"]))
 
 
 @hookimpl
@@ -158,23 +161,42 @@ def test_kill_at_random_moments_including_checkpoint_writes(recipe, reference, t
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_checkpoints_and_exits_then_resume_completes(sig, code, recipe, reference, tmp_path):
+def test_signal_checkpoints_and_exits_then_resume_completes(sig, code, recipe, reference, killer_env, tmp_path):
     run_dir = tmp_path / "run"
+    # 50 ms a step: the whole run would take over 6 s, and the signal comes after epoch 1.
     proc = subprocess.Popen([sys.executable, "-m", "pipeforge", "run", recipe, "--run-dir", run_dir],
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env={**killer_env, "STEP_SLEEP": "0.05"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == code, stderr
     assert f"Resume with: pipeforge run --resume {run_dir}" in stderr and "Traceback" not in stderr
     assert checkpoint.latest_valid(run_dir / "checkpoints") is not None
+    assert not (run_dir / "model.pt").exists()
     resumed = run_pipeforge("run", "--resume", run_dir, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(run_dir, reference)
+
+
+def test_second_signal_exits_at_once(recipe, killer_env, tmp_path):
+    run_dir = tmp_path / "run"
+    # 2 s a step: the first SIGTERM waits for the step to end; the second must not.
+    proc = subprocess.Popen([sys.executable, "-m", "pipeforge", "run", recipe, "--run-dir", run_dir],
+                            env={**killer_env, "STEP_SLEEP": "2"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (run_dir / "tensorboard").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143 and time.monotonic() - sent < 1.5
 
 
 def test_resume_refuses_a_changed_recipe_and_allows_more_epochs(reference, tmp_path):
