@@ -58,49 +58,12 @@ def fit(
     trainer = recipe.trainer
     seed_everything(recipe.run.seed)
     device = resolve_device(trainer.device, dist)
-    context = BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir.path, recipe)
-
-    # Build in dependency order: a model may need the data's classes, an optimizer the model.
-    context.datasets = datasets = _expect(hook.build_dataset(spec=recipe.dataset, context=context), Datasets, recipe.dataset.name)
-    run_dir.write_skipped(datasets.skipped)
-    model = hook.build_model(spec=recipe.model, context=context).to(device)
-    if trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    context.model = model
-    loss_fn = hook.build_loss(spec=recipe.loss, context=context)
-    context.optimizer = optimizer = hook.build_optimizer(spec=recipe.optimizer, context=context)
-    scheduler = hook.build_scheduler(spec=recipe.scheduler, context=context) if recipe.scheduler else None
-    metrics = [context.build("metric", spec) for spec in recipe.metrics]
-    callbacks = [context.build("callback", spec) for spec in recipe.callbacks] if dist.is_main else []
-    # Training runs through DDP (gradients averaged across ranks) and maybe torch.compile;
-    # `model` stays the plain module whose weights are saved and which evaluates (evaluation
-    # shards are uneven, and a DDP forward would wait on the other ranks).
-    forward = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if trainer.compile:
-        forward, model_eval = torch.compile(forward), torch.compile(model)
-    else:
-        model_eval = model
-
+    parts = build_parts(recipe, plugins, run_dir, device, dist)
+    datasets, model, optimizer, scheduler = parts.datasets, parts.model, parts.optimizer, parts.scheduler
     # The shuffle order has its own generator so that model code drawing random numbers
     # (dropout, augmentation) does not change which samples form a batch.
     order = torch.Generator().manual_seed(recipe.run.seed)
-    shard = {"rank": dist.rank, "world": dist.world}
-    train = make_batches(
-        _split(datasets, "train"), batch_size=trainer.batch_size, shuffle=trainer.shuffle,
-        drop_last=trainer.drop_last, generator=order, device=device, num_workers=trainer.num_workers, **shard,
-    )
-    evaluations = {
-        split: make_batches(
-            _split(datasets, split), batch_size=trainer.eval_batch_size or trainer.batch_size,
-            shuffle=False, drop_last=False, generator=None, device=device,
-            num_workers=trainer.num_workers, pad=False, **shard,
-        )
-        for split in _eval_splits(recipe, datasets)
-    }
+    train, evaluations = split_batches(recipe, datasets, order, device, dist)
 
     state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets)
     saver = Saver(run_dir, state, trainer, list(evaluations), dist)
@@ -108,9 +71,10 @@ def fit(
     if resume is not None:
         progress = _restore(resume, state, dist)
         saver.best = resume["best"]
-    step = Step(forward, model_eval, loss_fn, optimizer, device, trainer.precision, trainer.channels_last, dist)
+    step = Step(parts.forward, parts.eval_forward, parts.loss_fn, optimizer, device, trainer.precision,
+                trainer.channels_last, dist)
 
-    for plugin in [*callbacks, *extra]:
+    for plugin in [*parts.callbacks, *extra]:
         plugins.manager.register(plugin)
     try:
         hook.on_fit_start(state=state)
@@ -123,7 +87,7 @@ def fit(
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
             for split, batches in evaluations.items():
                 # Evaluating the training split must not overwrite the loss trained on.
-                split_metrics = evaluate(step, batches, metrics, "train_eval" if split == "train" else split)
+                split_metrics = evaluate(step, batches, parts.metrics, "train_eval" if split == "train" else split)
                 hook.on_validation_end(state=state, split=split, metrics=split_metrics)
                 row.update(split_metrics)
             row["lr"] = optimizer.param_groups[0]["lr"]
@@ -139,9 +103,70 @@ def fit(
             run_dir.save_model(model.state_dict())
     finally:
         hook.on_fit_end(state=state)
-        for plugin in [*callbacks, *extra]:
+        for plugin in [*parts.callbacks, *extra]:
             plugins.manager.unregister(plugin)
     return state
+
+
+@dataclass
+class Parts:
+    """Everything a recipe builds, ready for the loop."""
+
+    datasets: Datasets
+    model: Any  # the plain module: its weights are saved, and it evaluates
+    forward: Any  # what trains: the model, maybe wrapped in DDP and/or torch.compile
+    eval_forward: Any
+    loss_fn: Any
+    optimizer: Any
+    scheduler: Any
+    metrics: list[Any]
+    callbacks: list[Any]
+
+
+def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch.device, dist: Dist) -> Parts:
+    """Build the recipe's components through the hooks, in dependency order: a model may need
+    the data's classes, an optimizer the model. Callbacks exist on rank 0 only."""
+    hook = plugins.manager.hook
+    context = BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir.path, recipe)
+    datasets = hook.build_dataset(spec=recipe.dataset, context=context)
+    context.datasets = _expect(datasets, Datasets, recipe.dataset.name)
+    if dist.is_main:
+        run_dir.write_skipped(datasets.skipped)
+    model = hook.build_model(spec=recipe.model, context=context).to(device)
+    if recipe.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    context.model = model
+    loss_fn = hook.build_loss(spec=recipe.loss, context=context)
+    context.optimizer = optimizer = hook.build_optimizer(spec=recipe.optimizer, context=context)
+    scheduler = hook.build_scheduler(spec=recipe.scheduler, context=context) if recipe.scheduler else None
+    metrics = [context.build("metric", spec) for spec in recipe.metrics]
+    callbacks = [context.build("callback", spec) for spec in recipe.callbacks] if dist.is_main else []
+    # Evaluation uses the plain module: its shards are uneven across ranks, and a DDP forward
+    # would wait on the other ranks.
+    forward = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    eval_forward = model
+    if recipe.trainer.compile:
+        forward, eval_forward = torch.compile(forward), torch.compile(model)
+    return Parts(datasets, model, forward, eval_forward, loss_fn, optimizer, scheduler, metrics, callbacks)
+
+
+def split_batches(recipe: Recipe, datasets: Datasets, order: torch.Generator, device: torch.device,
+                  dist: Dist) -> tuple[Batches, dict[str, Batches]]:
+    """This rank's training batches (shuffled by `order`) and its batches of each evaluated split."""
+    trainer = recipe.trainer
+    shard = {"rank": dist.rank, "world": dist.world, "device": device, "num_workers": trainer.num_workers}
+    train = make_batches(_split(datasets, "train"), batch_size=trainer.batch_size, shuffle=trainer.shuffle,
+                         drop_last=trainer.drop_last, generator=order, **shard)
+    evaluations = {
+        split: make_batches(_split(datasets, split), batch_size=trainer.eval_batch_size or trainer.batch_size,
+                            shuffle=False, drop_last=False, generator=None, pad=False, **shard)
+        for split in _eval_splits(recipe, datasets)
+    }
+    return train, evaluations
 
 
 @dataclass
