@@ -14,13 +14,19 @@ from __future__ import annotations
 import os
 import random
 import re
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from pipeforge import __version__
-from pipeforge.errors import CheckpointError
+from pipeforge.errors import CheckpointError, TrainingError
+
+if TYPE_CHECKING:
+    from pipeforge.context import RunState
+    from pipeforge.distributed import Dist
+    from pipeforge.engine import EpochProgress
 
 FORMAT = "pipeforge-checkpoint"
 FORMAT_VERSION = 1
@@ -36,11 +42,24 @@ def write_atomic(path: Path, payload: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def link_atomic(source: Path, target: Path) -> None:
+    """Make `target` another name for the complete file `source` (no second copy written)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)  # a leftover of pipeforge's own, from a crash
+    os.link(source, tmp)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(directory)  # make the rename itself durable
+        os.fsync(handle)
     finally:
-        os.close(directory)
+        os.close(handle)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -125,3 +144,133 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def header() -> dict[str, Any]:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "pipeforge": __version__}
+
+
+def cpu_copy(value: Any) -> Any:
+    """A copy of nested dicts/lists of tensors, on the CPU, that later training cannot change."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(v) for v in value)
+    return value
+
+
+# ------------------------------------------------------------------------------ writing during a run
+
+
+class BackgroundWriter:
+    """Writes one checkpoint at a time on a thread, so training goes on during the disk I/O.
+
+    The thread is not a daemon: a write in progress completes even if training fails.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(write,), name="pipeforge-checkpoint")
+        self._thread.start()
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as exc:  # handed to the training thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Block until the pending write is on disk; re-raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+class Saver:
+    """Checkpoints a run: at every epoch end, every N steps if asked, and best.pt.
+
+    Every rank calls `save` at the same steps (it all-reduces the running loss); only rank 0
+    writes. The state is copied synchronously, then written in the background.
+    """
+
+    def __init__(self, run_dir: Path, state: RunState, trainer: Any, eval_splits: list[str], dist: Dist) -> None:
+        self.directory = run_dir / "checkpoints"
+        self.dist = dist
+        self.state = state
+        self.every = trainer.checkpoint_every_steps
+        self.keep = trainer.keep_checkpoints
+        self.best_metric = trainer.best_metric or (f"{eval_splits[0]}_loss" if eval_splits else "train_loss")
+        self.minimise = self.best_metric.endswith("loss")
+        self.best: float | None = None
+        self.example: torch.Tensor | None = None  # one training sample, for export
+        self.device = torch.device(state.device)
+        self.writer = BackgroundWriter()
+
+    def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
+        state = self.state
+        loss_sum = progress.loss_sum if progress.loss_sum is not None else torch.zeros((), device=self.device)
+        if not torch.isfinite(loss_sum):
+            # Never overwrite a good checkpoint with broken weights: stop here instead.
+            raise TrainingError(
+                f"the training loss is not finite in epoch {state.epoch} (by step {state.global_step}); "
+                f"lower the learning rate or check the data. The last good checkpoint is kept in {self.directory}."
+            )
+        # The epoch's running loss so far, summed over all ranks (a collective: every rank is here).
+        partial = self.dist.sum(torch.stack([loss_sum.float(), torch.tensor(float(progress.samples), device=loss_sum.device)]))
+        if not self.dist.is_main:
+            return
+        improved = epoch_end and self._improves(state.history[-1].get(self.best_metric))
+        if improved:
+            self.best = state.history[-1][self.best_metric]
+        payload = {
+            **header(),
+            "recipe": state.recipe.model_dump(mode="json"),
+            "model": cpu_copy(state.model.state_dict()),
+            "optimizer": cpu_copy(state.optimizer.state_dict()),
+            "scheduler": cpu_copy(state.scheduler.state_dict()) if state.scheduler is not None else None,
+            "epochs_done": state.epoch if epoch_end else state.epoch - 1,
+            "global_step": state.global_step,
+            "progress": {
+                "order_state": progress.order_state.clone(),
+                "batches_done": progress.batches_done,
+                "loss_sum": partial[0].detach().cpu(),
+                "samples": int(partial[1].item()),
+                "world_size": self.dist.world,
+            },
+            "rng": capture_rng(),
+            "history": [dict(row) for row in state.history],
+            "best": self.best,
+            "classes": state.datasets.classes,
+            "example_input": self.example,
+        }
+        path = self.directory / f"step-{state.global_step:08d}.pt"
+
+        def write() -> None:
+            write_atomic(path, payload)
+            if improved:
+                link_atomic(path, self.directory / "best.pt")
+            prune(self.directory, self.keep)
+
+        self.writer.submit(write)
+
+    def _improves(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return self.best is None or (value < self.best if self.minimise else value > self.best)
+
+    def finish(self) -> None:
+        """Wait for the pending checkpoint; raise if writing it failed."""
+        self.writer.wait()
+
+    def close(self) -> None:
+        """Wait for the pending checkpoint without raising (training already failed)."""
+        try:
+            self.writer.wait()
+        except Exception:
+            pass
+

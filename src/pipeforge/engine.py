@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pipeforge import checkpoint
+from pipeforge.checkpoint import Saver
 from pipeforge.context import BuildContext, Datasets, RunState
 from pipeforge.distributed import Dist
 from pipeforge.errors import Interrupted, PluginError, TrainingError, UsageError
@@ -66,7 +67,7 @@ def fit(
     train, evaluations = split_batches(recipe, datasets, order, device, dist)
 
     state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets)
-    saver = Saver(run_dir, state, trainer, list(evaluations), dist)
+    saver = Saver(run_dir.path, state, trainer, list(evaluations), dist)
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
         progress = _restore(resume, state, dist)
@@ -100,8 +101,10 @@ def fit(
             saver.save(progress, epoch_end=True)
             hook.on_epoch_end(state=state, epoch=epoch, metrics=row)
         if dist.is_main:
-            run_dir.save_model(model.state_dict())
+            run_dir.save_model(model.state_dict())  # while the last checkpoint is being written
+        saver.finish()
     finally:
+        saver.close()
         hook.on_fit_end(state=state)
         for plugin in [*parts.callbacks, *extra]:
             plugins.manager.unregister(plugin)
@@ -183,10 +186,12 @@ class Step:
     dist: Dist
 
     def inputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = inputs.to(self.device, non_blocking=True)
+        if inputs.device != self.device:  # in-memory data already lives on the device
+            inputs = inputs.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, targets.to(self.device, non_blocking=True)
+        return inputs, targets
 
     def autocast(self) -> Any:
         if self.precision == "bf16":
@@ -215,12 +220,13 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
         loss = step.train(inputs, targets)
         state.global_step += 1
         size = targets.shape[0]
-        progress.loss_sum += loss.float() * size
+        progress.loss_sum.add_(loss, alpha=size)
         progress.samples += size
         progress.batches_done = batch_index + 1
         hook.on_batch_end(state=state, batch_index=batch_index, loss=loss, batch_size=size)
         if stop is not None and _stop_requested(stop, step.dist, step.device):
             saver.save(progress)
+            saver.finish()  # on disk before the process exits
             name = signal.Signals(stop.signal or signal.SIGTERM).name
             raise Interrupted(
                 f"stopped by {name} in epoch {state.epoch} after step {state.global_step}; "
@@ -264,66 +270,6 @@ def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> di
     result = {f"{split}_loss": (totals[0] / totals[1].clamp(min=1)).item()}
     result.update({f"{split}_{metric.name}": metric.compute() for metric in metrics})
     return result
-
-
-class Saver:
-    """Writes checkpoints: at every epoch end, every N steps if asked, and best.pt."""
-
-    def __init__(self, run_dir: RunDir, state: RunState, trainer: Any, eval_splits: list[str], dist: Dist) -> None:
-        self.directory = run_dir.path / "checkpoints"
-        self.dist = dist  # every rank calls save() at the same steps; only rank 0 writes
-        self.state = state
-        self.every = trainer.checkpoint_every_steps
-        self.keep = trainer.keep_checkpoints
-        self.best_metric = trainer.best_metric or (f"{eval_splits[0]}_loss" if eval_splits else "train_loss")
-        self.minimise = self.best_metric.endswith("loss")
-        self.best: float | None = None
-        self.example: torch.Tensor | None = None
-        self.device = torch.device(state.device)
-
-    def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
-        state = self.state
-        if progress.loss_sum is not None and not torch.isfinite(progress.loss_sum):
-            # Never overwrite a good checkpoint with broken weights: stop here instead.
-            raise TrainingError(
-                f"the training loss is not finite in epoch {state.epoch} (by step {state.global_step}); "
-                "lower the learning rate or check the data. The last good checkpoint is kept in "
-                f"{self.directory}."
-            )
-        # The epoch's running loss so far, summed over all ranks (a collective: every rank is here).
-        loss_sum = progress.loss_sum if progress.loss_sum is not None else torch.zeros((), device=self.device)
-        partial = self.dist.sum(torch.stack([loss_sum.float(), torch.tensor(float(progress.samples), device=loss_sum.device)]))
-        if not self.dist.is_main:
-            return
-        payload = {
-            **checkpoint.header(),
-            "recipe": state.recipe.model_dump(mode="json"),
-            "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
-            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
-            "epochs_done": state.epoch if epoch_end else state.epoch - 1,
-            "global_step": state.global_step,
-            "progress": {
-                "order_state": progress.order_state,
-                "batches_done": progress.batches_done,
-                "loss_sum": partial[0].detach().cpu(),
-                "samples": int(partial[1].item()),
-                "world_size": self.dist.world,
-            },
-            "rng": checkpoint.capture_rng(),
-            "history": state.history,
-            "best": self.best,
-            "classes": state.datasets.classes,
-            # One training sample, so export can trace the model without building the data.
-            "example_input": self.example,
-        }
-        checkpoint.write_atomic(self.directory / f"step-{state.global_step:08d}.pt", payload)
-        checkpoint.prune(self.directory, self.keep)
-        if epoch_end:
-            value = state.history[-1].get(self.best_metric)
-            if value is not None and (self.best is None or (value < self.best if self.minimise else value > self.best)):
-                self.best = payload["best"] = value
-                checkpoint.write_atomic(self.directory / "best.pt", payload)
 
 
 def _restore(payload: dict[str, Any], state: RunState, dist: Dist) -> EpochProgress:

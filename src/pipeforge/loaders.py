@@ -7,10 +7,16 @@ epoch can be resumed part-way by skipping the batches already done *without read
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+
+
+# Up to this size a split is permuted in one gather per epoch (a transient copy of the data);
+# larger ones are gathered batch by batch, so memory stays at one copy.
+WHOLE_EPOCH_GATHER_BYTES = 64 * 2**20
 
 
 class EpochOrder(Sampler[int]):
@@ -82,10 +88,18 @@ class TensorBatches(Batches):
         super().__init__(order, batch_size, drop_last)
         self.tensors = tuple(t.to(device) for t in tensors)
         self.device = device
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.tensors)
 
     def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self.order.permutation().to(self.device)
-        for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
+        order = order[skip * self.batch_size : len(self) * self.batch_size]
+        if self.nbytes <= WHOLE_EPOCH_GATHER_BYTES:
+            # Small data: one gather for the whole epoch, then every batch is a free view.
+            shuffled = tuple(t.index_select(0, order) for t in self.tensors)
+            for start in range(0, order.shape[0], self.batch_size):
+                yield tuple(t[start : start + self.batch_size] for t in shuffled)
+            return
+        for start in range(0, order.shape[0], self.batch_size):
             index = order[start : start + self.batch_size]
             yield tuple(t.index_select(0, index) for t in self.tensors)
 
@@ -112,11 +126,19 @@ class LoaderBatches(Batches):
 
 def make_batches(
     dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last: bool,
-    generator: torch.Generator | None, device: torch.device, num_workers: int = 0,
+    generator: torch.Generator | None, device: torch.device, num_workers: int | str = 0,
     rank: int = 0, world: int = 1, pad: bool = True,
 ) -> Batches:
     """The batches of one split (this rank's shard of it), re-iterable every epoch."""
     order = EpochOrder(len(dataset), shuffle, generator, rank, world, pad)
     if isinstance(dataset, TensorDataset):
         return TensorBatches(dataset.tensors, order, batch_size, drop_last, device)
-    return LoaderBatches(dataset, order, batch_size, drop_last, device, num_workers)
+    return LoaderBatches(dataset, order, batch_size, drop_last, device, resolve_workers(num_workers, world))
+
+
+def resolve_workers(num_workers: int | str, world: int = 1) -> int:
+    """"auto": leave one CPU to the training process(es), prepare batches on the rest (max 4)."""
+    if num_workers != "auto":
+        return int(num_workers)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cpus // world - 1))

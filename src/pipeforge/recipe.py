@@ -61,7 +61,11 @@ class TrainerSection(Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description='"auto" uses CUDA when it is available, else the CPU.'
     )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per split.")
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description='DataLoader worker processes per split, for datasets that are not '
+        'in-memory tensors; "auto": one less than the CPUs (at most 4). Bitwise-exact resume of '
+        "randomly augmented data needs 0.",
+    )
     eval_splits: list[str] | None = Field(
         None, description="Splits evaluated after each epoch; default: every split but train."
     )
