@@ -275,3 +275,20 @@ def test_truncated_and_foreign_checkpoints_are_refused(reference, tmp_path):
     (tmp_path / "good.pt").rename(tmp_path / "step-00000128.pt")
     path, payload = checkpoint.latest_valid(tmp_path)
     assert path.name == "step-00000128.pt" and payload["global_step"] == 128
+
+
+@pytest.mark.parametrize("every, expected", [(2, ["best.pt", "step-00000128.pt", "step-00000160.pt"]),
+                                             (0, ["best.pt", "step-00000160.pt"])])
+def test_checkpoint_every_epochs(every, expected, tmp_path):
+    from conftest import RECIPES
+
+    run_dir = tmp_path / "run"
+    result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", run_dir, "--quiet",
+                           "--set", f"trainer.checkpoint_every_epochs={every}")
+    assert result.returncode == 0, result.stderr
+    # quickstart: 1024 samples / 32 = 32 steps an epoch, 5 epochs; the last epoch is always saved.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == expected
+    longer = run_pipeforge("run", "--resume", run_dir, "--quiet", "--set", "trainer.epochs=6",
+                           "--set", f"trainer.checkpoint_every_epochs={every}")
+    assert longer.returncode == 0, longer.stderr
+    assert [json.loads(r)["epoch"] for r in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]

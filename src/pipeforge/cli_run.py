@@ -30,7 +30,7 @@ from pipeforge.rundir import RunDir, default_path
 # not what it computes.
 RESUMABLE_CHANGES = (
     "trainer.epochs", "trainer.num_workers", "trainer.keep_checkpoints",
-    "trainer.checkpoint_every_steps", "trainer.device",
+    "trainer.checkpoint_every_steps", "trainer.checkpoint_every_epochs", "trainer.device",
 )
 
 

@@ -98,7 +98,9 @@ def fit(
             if dist.is_main:
                 run_dir.append_metrics(row)
             progress = EpochProgress(order_state=order.get_state())
-            saver.save(progress, epoch_end=True)
+            every = trainer.checkpoint_every_epochs
+            if epoch == trainer.epochs or (every and epoch % every == 0):
+                saver.save(progress, epoch_end=True)
             hook.on_epoch_end(state=state, epoch=epoch, metrics=row)
         if dist.is_main:
             run_dir.save_model(model.state_dict())  # while the last checkpoint is being written

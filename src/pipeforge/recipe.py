@@ -70,7 +70,12 @@ class TrainerSection(Section):
         None, description="Splits evaluated after each epoch; default: every split but train."
     )
     checkpoint_every_steps: int | None = Field(
-        None, ge=1, description="Also checkpoint every N optimizer steps (always at epoch end)."
+        None, ge=1, description="Also checkpoint every N optimizer steps (besides the epoch-end checkpoints)."
+    )
+    checkpoint_every_epochs: int = Field(
+        1, ge=0, description="Checkpoint every N epochs and after the last one (0: only after the "
+        "last); best.pt is chosen among the checkpointed epochs. Raise it for short epochs, where "
+        "writing checkpoints takes a large share of the time.",
     )
     keep_checkpoints: int = Field(2, ge=1, description="Step checkpoints kept (plus best.pt).")
     best_metric: str | None = Field(

@@ -58,8 +58,25 @@ def build_to_tensor(params: Any, context: BuildContext) -> Callable:
     import torch
 
     v2 = _tv()
-    # v2's equivalent of the classic ToTensor: PIL → uint8 tensor → float in [0, 1].
-    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    return ToFloatImage(v2, torch.float32)
+
+
+class ToFloatImage:
+    """PIL image (or array) → float tensor in [0, 1], channels first: the classic ToTensor.
+
+    The functional form of v2's `Compose([ToImage(), ToDtype(float32, scale=True)])`, called
+    once per image: two v2 transform objects cost ~11 µs more per image in their dispatch.
+    """
+
+    def __init__(self, v2: Any, dtype: Any) -> None:
+        self.functional = v2.functional
+        self.dtype = dtype
+
+    def __call__(self, image: Any) -> Any:
+        return self.functional.to_dtype(self.functional.to_image(image), self.dtype, scale=True)
+
+    def __repr__(self) -> str:
+        return "ToFloatImage()"
 
 
 def build_normalize(params: p.NormalizeParams, context: BuildContext) -> Callable:
