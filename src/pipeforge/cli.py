@@ -29,6 +29,18 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default: sys.argv[1:]) and return the exit code."""
+    code = _main(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "torch.distributed" in sys.modules:
+        # A rank of a torchrun job: the process group is gone and every file is written, but
+        # torch's communication threads can still abort the interpreter's own teardown
+        # ("terminate called without an active exception"), so leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
     try:
