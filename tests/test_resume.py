@@ -160,16 +160,22 @@ def test_kill_at_random_moments_including_checkpoint_writes(recipe, reference, t
     assert_same_run(run_dir, reference)
 
 
+def start_slow_run(recipe: Path, run_dir: Path, env: dict, step_sleep: float, until: Path) -> subprocess.Popen:
+    """Start `pipeforge run` slowed to `step_sleep` s a step; return once `until` exists."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeforge", "run", recipe, "--run-dir", run_dir],
+                            env={**env, "STEP_SLEEP": str(step_sleep)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not until.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_checkpoints_and_exits_then_resume_completes(sig, code, recipe, reference, killer_env, tmp_path):
     run_dir = tmp_path / "run"
     # 50 ms a step: the whole run would take over 6 s, and the signal comes after epoch 1.
-    proc = subprocess.Popen([sys.executable, "-m", "pipeforge", "run", recipe, "--run-dir", run_dir],
-                            env={**killer_env, "STEP_SLEEP": "0.05"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = start_slow_run(recipe, run_dir, killer_env, step_sleep=0.05, until=run_dir / "metrics.jsonl")
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
@@ -184,12 +190,7 @@ def test_signal_checkpoints_and_exits_then_resume_completes(sig, code, recipe, r
 def test_second_signal_exits_at_once(recipe, killer_env, tmp_path):
     run_dir = tmp_path / "run"
     # 2 s a step: the first SIGTERM waits for the step to end; the second must not.
-    proc = subprocess.Popen([sys.executable, "-m", "pipeforge", "run", recipe, "--run-dir", run_dir],
-                            env={**killer_env, "STEP_SLEEP": "2"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (run_dir / "tensorboard").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = start_slow_run(recipe, run_dir, killer_env, step_sleep=2, until=run_dir / "tensorboard")
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
