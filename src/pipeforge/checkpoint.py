@@ -11,6 +11,7 @@ Layout in the run dir: `checkpoints/step-<global step>.pt` (the last `keep` of t
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -33,28 +34,35 @@ FORMAT_VERSION = 1
 STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
-def write_atomic(path: Path, payload: Any) -> None:
-    """`torch.save` to `path` so that `path` is always either the old or the complete new file."""
+def write_atomic(path: Path, payload: Any, sync_dir: bool = True) -> None:
+    """`torch.save` to `path` so that `path` is always either the old or the complete new file.
+
+    `payload` may also be what `serialize` returned: its bytes are written as they are. With
+    `sync_dir=False` the caller makes the rename durable (one directory fsync for several files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        torch.save(payload, f)
+        if isinstance(payload, memoryview):
+            f.write(payload)
+        else:
+            torch.save(payload, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)  # make the rename itself durable
+    if sync_dir:
+        fsync_dir(path.parent)  # make the rename itself durable
 
 
 def link_atomic(source: Path, target: Path) -> None:
-    """Make `target` another name for the complete file `source` (no second copy written)."""
+    """Make `target` another name for the complete file `source` (no second copy written).
+    The caller fsyncs the directory."""
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)  # a leftover of pipeforge's own, from a crash
     os.link(source, tmp)
     os.replace(tmp, target)
-    _fsync_dir(target.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     handle = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(handle)
@@ -146,6 +154,24 @@ def header() -> dict[str, Any]:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "pipeforge": __version__}
 
 
+def serialize(payload: Any) -> memoryview:
+    """The bytes `torch.save` would write for `payload`, taken now."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getbuffer()
+
+
+def tensor_bytes(value: Any) -> int:
+    """How many bytes the tensors in nested dicts/lists hold."""
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
 def cpu_copy(value: Any) -> Any:
     """A copy of nested dicts/lists of tensors, on the CPU, that later training cannot change."""
     if isinstance(value, torch.Tensor):
@@ -195,8 +221,13 @@ class Saver:
     """Checkpoints a run: at every epoch end, every N steps if asked, and best.pt.
 
     Every rank calls `save` at the same steps (it all-reduces the running loss); only rank 0
-    writes. The state is copied synchronously, then written in the background.
+    writes. The state is taken synchronously, then written to disk in the background. A small
+    state is serialised right away (cheaper than a copy that the writer thread would then
+    pickle while competing with training for the interpreter); a large one is copied to
+    memory, since copying costs a fifth of serialising.
     """
+
+    INLINE_BYTES = 1 << 20  # states up to this size are serialised on the training thread
 
     def __init__(self, run_dir: Path, state: RunState, trainer: Any, eval_splits: list[str], dist: Dist) -> None:
         self.directory = run_dir / "checkpoints"
@@ -210,6 +241,7 @@ class Saver:
         self.example: torch.Tensor | None = None  # one training sample, for export
         self.device = torch.device(state.device)
         self.writer = BackgroundWriter()
+        self.recipe = state.recipe.model_dump(mode="json")
 
     def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
         state = self.state
@@ -227,12 +259,16 @@ class Saver:
         improved = epoch_end and self._improves(state.history[-1].get(self.best_metric))
         if improved:
             self.best = state.history[-1][self.best_metric]
+        weights = {
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        }
+        inline = tensor_bytes(weights) <= self.INLINE_BYTES
         payload = {
             **header(),
-            "recipe": state.recipe.model_dump(mode="json"),
-            "model": cpu_copy(state.model.state_dict()),
-            "optimizer": cpu_copy(state.optimizer.state_dict()),
-            "scheduler": cpu_copy(state.scheduler.state_dict()) if state.scheduler is not None else None,
+            "recipe": self.recipe,
+            **(weights if inline else cpu_copy(weights)),
             "epochs_done": state.epoch if epoch_end else state.epoch - 1,
             "global_step": state.global_step,
             "progress": {
@@ -249,12 +285,14 @@ class Saver:
             "example_input": self.example,
         }
         path = self.directory / f"step-{state.global_step:08d}.pt"
+        snapshot = serialize(payload) if inline else payload
 
         def write() -> None:
-            write_atomic(path, payload)
+            write_atomic(path, snapshot, sync_dir=False)
             if improved:
                 link_atomic(path, self.directory / "best.pt")
             prune(self.directory, self.keep)
+            fsync_dir(self.directory)  # the new names (and the pruned ones) are durable together
 
         self.writer.submit(write)
 

@@ -62,9 +62,12 @@ class AccuracyParams(Params):
 
 class TensorBoardParams(Params):
     log_every_n_steps: int = Field(
-        1, ge=1, description="Log the training loss every N steps (each log waits for the device)."
+        1, ge=1, description="Log the training loss every N steps."
     )
     batch_tag: str = Field("Loss/train", description="Tag of the per-step training loss.")
+    flush_every_s: float = Field(
+        30.0, gt=0, description="Write the buffered per-step losses at least this often within an epoch (seconds)."
+    )
 
 
 # ---------------------------------------------------------------- synthetic data and MLP

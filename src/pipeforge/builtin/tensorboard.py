@@ -4,48 +4,111 @@ Writes the training loss every `log_every_n_steps` steps under `batch_tag` (the 
 `Loss/train`) and every epoch metric as `Loss/<split>` / `Accuracy/<split>` / `<metric>/<split>`
 with the epoch as the step, into `<run dir>/tensorboard/` (the per-epoch training loss is
 `Loss/train_epoch`, so it does not mix with the per-step curve; the learning rate is `LearningRate`).
+
+Every logged step keeps its own step number and wall time, but the losses are read from the
+device and written together: at each epoch end, and within long epochs every `flush_every_s`
+seconds or 1000 logged steps. The training step therefore never waits for the device or for a writer thread (with
+`torch.utils.tensorboard`'s `add_scalar` per step, both cost more than a small model's step).
+The files are ordinary event files, written with TensorBoard's own record format.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
 from typing import Any
 
 from pipeforge.builtin import params as p
 from pipeforge.context import BuildContext, RunState
 from pipeforge.hookspecs import hookimpl
 
+_file_numbers = itertools.count()  # two writers of one process in the same second get two files
+MAX_PENDING = 1000  # losses held on the device before they are written, whatever the time
+
+
+class EventFile:
+    """One TensorBoard event file, written synchronously by whoever calls it."""
+
+    def __init__(self, directory: Path, purge_step: int | None) -> None:
+        # Imported here: only runs with this callback need protobuf and tensorboard.
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self._event, self._summary = Event, Summary
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_numbers)}"
+        self._records = RecordWriter(open(directory / name, "wb"))
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if purge_step is not None:
+            # TensorBoard hides the events at or after `purge_step` that earlier files hold:
+            # a resumed run supersedes what was logged after its checkpoint.
+            self._write(Event(wall_time=time.time(), step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+        self.flush()
+
+    def scalar(self, tag: str, value: float, step: int, wall_time: float) -> None:
+        summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=value)])
+        self._write(self._event(wall_time=wall_time, step=step, summary=summary))
+
+    def _write(self, event: Any) -> None:
+        self._records.write(event.SerializeToString())
+
+    def flush(self) -> None:
+        self._records.flush()
+
+    def close(self) -> None:
+        self._records.close()
+
 
 class TensorBoardLogger:
     def __init__(self, params: p.TensorBoardParams) -> None:
         self.params = params
-        self.writer: Any = None
+        self.events: EventFile | None = None
+        self.pending: list[tuple[Any, int, float]] = []  # (loss tensor on the device, step, wall time)
+        self.written_at = 0.0
 
     @hookimpl
     def on_fit_start(self, state: RunState) -> None:
-        # tensorboard is imported here, not at module import: it costs ~1 s of start-up.
-        from torch.utils.tensorboard import SummaryWriter
-
-        # On resume, events logged after the checkpoint are superseded (purge_step).
-        self.writer = SummaryWriter(log_dir=str(state.run_dir / "tensorboard"), purge_step=state.global_step or None)
+        self.events = EventFile(state.run_dir / "tensorboard", purge_step=state.global_step or None)
+        self.written_at = time.monotonic()
 
     @hookimpl
     def on_batch_end(self, state: RunState, loss: Any) -> None:
         if state.global_step % self.params.log_every_n_steps == 0:
-            # .item() waits for the device; that is the price of a per-step curve.
-            self.writer.add_scalar(self.params.batch_tag, loss.item(), state.global_step - 1)
+            self.pending.append((loss, state.global_step - 1, time.time()))
+            if len(self.pending) >= MAX_PENDING or time.monotonic() - self.written_at >= self.params.flush_every_s:
+                self.write_pending()
+                self.events.flush()
 
     @hookimpl
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.write_pending()
+        now = time.time()
         for key, value in metrics.items():
             if key != "epoch":
-                self.writer.add_scalar(epoch_tag(key, self.params.batch_tag), value, epoch - 1)
-        self.writer.flush()
+                self.events.scalar(epoch_tag(key, self.params.batch_tag), value, epoch - 1, now)
+        self.events.flush()
 
     @hookimpl
     def on_fit_end(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self.events is not None:
+            self.write_pending()  # also after a failure: what was trained is logged
+            self.events.close()
+            self.events = None
+
+    def write_pending(self) -> None:
+        """Write the buffered losses: one device-to-host copy for all of them."""
+        if self.pending:
+            import torch
+
+            values = torch.stack([loss for loss, _, _ in self.pending]).float().tolist()
+            for value, (_, step, wall_time) in zip(values, self.pending):
+                self.events.scalar(self.params.batch_tag, value, step, wall_time)
+            self.pending.clear()
+        self.written_at = time.monotonic()
 
 
 def epoch_tag(key: str, batch_tag: str) -> str:
