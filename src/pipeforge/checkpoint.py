@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import random
 import re
 import threading
@@ -187,34 +188,51 @@ def cpu_copy(value: Any) -> Any:
 
 
 class BackgroundWriter:
-    """Writes one checkpoint at a time on a thread, so training goes on during the disk I/O.
+    """Writes checkpoints one at a time on one thread, so training goes on during the disk I/O.
 
-    The thread is not a daemon: a write in progress completes even if training fails.
+    The thread starts with the first write and lives until `close` (starting a thread per
+    write made the training thread wait for the new thread to get going). It is not a daemon:
+    a write in progress completes even if training fails.
     """
 
     def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def submit(self, write: Callable[[], None]) -> None:
+        """Queue `write` after the pending one has finished (one snapshot in memory at most)."""
         self.wait()
-        self._thread = threading.Thread(target=self._run, args=(write,), name="pipeforge-checkpoint")
-        self._thread.start()
+        self._idle.clear()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="pipeforge-checkpoint")
+            self._thread.start()
+        self._jobs.put(write)
 
-    def _run(self, write: Callable[[], None]) -> None:
-        try:
-            write()
-        except BaseException as exc:  # handed to the training thread by wait()
-            self._error = exc
+    def _loop(self) -> None:
+        while (write := self._jobs.get()) is not None:
+            try:
+                write()
+            except BaseException as exc:  # handed to the training thread by wait()
+                self._error = exc
+            finally:
+                self._idle.set()
 
     def wait(self) -> None:
         """Block until the pending write is on disk; re-raise its error, if any."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._idle.wait()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+    def close(self) -> None:
+        """Let the pending write finish, then end the thread (errors are left to `wait`)."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 class Saver:
@@ -306,9 +324,7 @@ class Saver:
         self.writer.wait()
 
     def close(self) -> None:
-        """Wait for the pending checkpoint without raising (training already failed)."""
-        try:
-            self.writer.wait()
-        except Exception:
-            pass
+        """Wait for the pending checkpoint and end the writer thread, without raising (after
+        `finish`, or when training already failed)."""
+        self.writer.close()
 
