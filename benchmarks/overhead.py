@@ -1,7 +1,8 @@
 """Per-step framework overhead on W1's model, measured in one process, variants interleaved.
 
-Times the training steps of W1 (Linear(10, 2) on random vectors, batch 16, shuffled,
-drop_last) several ways, each `--repeats` times, taking turns:
+Times the training steps of W1 (the seed's SimpleModel, one Linear(10, 2) inside a Module, as
+the reference script and the `simple.linear` component build it; random vectors, batch 16,
+shuffled, drop_last) several ways, each `--repeats` times, taking turns:
 
 - `hand loop`: the fewest Python lines that train on the same in-memory tensors, one
   `index_select` of a `randperm` slice per batch: the reference point;
@@ -49,6 +50,17 @@ from pipeforge.rundir import RunDir
 RECIPE = Path(__file__).resolve().parent / "recipes" / "w1_simple.toml"
 BATCH = 16
 EPOCHS = 3  # per timed fit; the first epoch is a warm-up
+
+
+class SimpleModel(torch.nn.Module):
+    """The seed's model, as benchmarks/reference/w1_simple.py and `simple.linear` build it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(10, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
 
 
 class StepTimer:
@@ -152,7 +164,7 @@ class Bench:
 
     def hand_loop(self) -> list[float]:
         torch.manual_seed(0)
-        model = torch.nn.Linear(10, 2)
+        model = SimpleModel()
         loss_fn = torch.nn.CrossEntropyLoss()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         order = torch.Generator().manual_seed(0)
@@ -174,7 +186,7 @@ class Bench:
 
     def reference_loop(self) -> list[float]:
         torch.manual_seed(0)
-        model = torch.nn.Linear(10, 2)
+        model = SimpleModel()
         criterion = torch.nn.CrossEntropyLoss()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         loader = DataLoader(PerItem(self.x, self.y), batch_size=BATCH, shuffle=True, drop_last=True)
