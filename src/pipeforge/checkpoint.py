@@ -283,10 +283,13 @@ class Saver:
             "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         }
         inline = tensor_bytes(weights) <= self.INLINE_BYTES
+        if not inline or self.device.type != "cpu":
+            # A copy later steps cannot change; on the CPU, so the file loads on any machine.
+            weights = cpu_copy(weights)
         payload = {
             **header(),
             "recipe": self.recipe,
-            **(weights if inline else cpu_copy(weights)),
+            **weights,
             "epochs_done": state.epoch if epoch_end else state.epoch - 1,
             "global_step": state.global_step,
             "progress": {
