@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="change one workload size, e.g. --size w4_train=8192 (fields: "
                         + ", ".join(f.name for f in fields(Sizes)) + ")")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a child is killed")
+    parser.add_argument("--cuda", action="store_true",
+                        help="let the children see the GPU: references and pipeforge train on CUDA "
+                        "(pipeforge keeps W1-W3's in-memory data on the device); default: CPU only")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 5)
     wanted = [w.strip().upper() for w in args.only.split(",")] if args.only else list(WORKLOADS)
@@ -186,12 +189,19 @@ def machine_facts(args: argparse.Namespace, argv: list[str], load_before: tuple[
         "CPU": f"{cpu}; {os.cpu_count()} logical CPUs; avx512_bf16: {'yes' if 'avx512_bf16' in flags else 'no'}",
         "python / torch / torchvision / pipeforge": " / ".join(
             [platform.python_version(), version("torch"), version("torchvision"), version("pipeforge")]),
-        "torch threads per child": f"{args.threads} (OMP_NUM_THREADS, MKL_NUM_THREADS); CPU only (CUDA hidden)",
+        "torch threads per child": f"{args.threads} (OMP_NUM_THREADS, MKL_NUM_THREADS)",
         "rounds": f"{args.rounds}{' (--quick: sizes and numbers are meaningless)' if args.quick else ''}",
         "sizes": ", ".join(f"{f.name}={getattr(args.sizes, f.name)}" for f in fields(Sizes)),
         "load average 1/5/15 min, before → after": (
             f"{' '.join(f'{x:.2f}' for x in load_before)} → {' '.join(f'{x:.2f}' for x in load_after)}"),
     }
+
+
+def cuda_device(env: dict[str, str]) -> str:
+    """The name of the GPU the children will train on, or "" when torch sees none."""
+    probe = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    return found.stdout.strip() if found.returncode == 0 else ""
 
 
 def log(message: str) -> None:
@@ -204,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
     sizes = args.sizes
-    env = child_env(args.threads)
+    env = child_env(args.threads, args.cuda)
+    accelerator = "none: CPU only (CUDA hidden)"
+    if args.cuda:
+        accelerator = cuda_device(env)
+        if not accelerator:
+            log("benchmarks/run.py: --cuda, but torch sees no CUDA device here; run without --cuda")
+            return 2
     workdir = Path(tempfile.mkdtemp(prefix="pipeforge-bench-", dir=args.tmp))
     try:
         data = prepare_data(workdir / "data", sizes, set(args.workloads))
@@ -217,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         samples, failures = run_rounds(jobs, args.rounds, workdir, env, args.timeout)
         overhead = None
         if not args.no_overhead:
-            overhead, failure = run_overhead(workdir, env, args.quick, args.timeout)
+            # On the CPU even with --cuda: its hand loop and pipeforge must share a device.
+            overhead, failure = run_overhead(workdir, child_env(args.threads), args.quick, args.timeout)
             failures += [failure] if failure else []
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -227,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.candidates:
         found += report.targets(summaries, name)
     facts = machine_facts(args, argv, load_before)
+    facts["accelerator"] = accelerator
     facts["suite wall time"] = f"{time.perf_counter() - started:.0f} s"
     text = report.results_markdown(facts, summaries, found, overhead)
     print(text)

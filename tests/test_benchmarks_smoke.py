@@ -12,6 +12,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from conftest import ROOT, cli_env
 
 WORKLOADS = ("W1", "W2", "W3", "W4")
@@ -43,3 +46,14 @@ def test_quick_run_trains_every_contender_and_prints_the_tables(tmp_path):
     written = results.read_text()
     assert "| CPU |" in written and "| load average" in written and "## Targets" in written
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: --cuda would run")
+def test_cuda_without_a_gpu_is_refused_before_anything_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--cuda", "--quick", "--tmp", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=cli_env(), stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert "torch sees no CUDA device" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no data generated, no run dir made

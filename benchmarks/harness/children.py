@@ -119,14 +119,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def child_env(threads: int) -> dict[str, str]:
+def child_env(threads: int, cuda: bool = False) -> dict[str, str]:
     """The environment of every child: the same fixed thread count, no colour, CPU only.
 
     GPUs are hidden so that both contenders train on the CPU whatever the machine has (the
-    reference picks CUDA when it sees one, pipeforge's `device = "auto"` likewise).
+    reference picks CUDA when it sees one, pipeforge's `device = "auto"` likewise); with
+    `cuda`, they are left visible and both train on the GPU.
     """
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), NO_COLOR="1",
-               COLUMNS="120", CUDA_VISIBLE_DEVICES="")
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), NO_COLOR="1", COLUMNS="120")
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     env.pop("PYTHONPROFILEIMPORTTIME", None)
     return env
