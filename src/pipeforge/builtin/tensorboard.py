@@ -7,9 +7,9 @@ with the epoch as the step, into `<run dir>/tensorboard/` (the per-epoch trainin
 
 Every logged step keeps its own step number and wall time, but the losses are read from the
 device and written together: at each epoch end, and within long epochs every `flush_every_s`
-seconds or 1000 logged steps. The training step therefore never waits for the device or for a writer thread (with
-`torch.utils.tensorboard`'s `add_scalar` per step, both cost more than a small model's step).
-The files are ordinary event files, written with TensorBoard's own record format.
+seconds or `MAX_PENDING` logged steps. The training step therefore never waits for the device
+or for a writer thread (with `torch.utils.tensorboard`'s `add_scalar` per step, both cost more
+than a small model's step). The files are ordinary event files in TensorBoard's record format.
 """
 
 from __future__ import annotations
