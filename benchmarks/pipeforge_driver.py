@@ -51,8 +51,7 @@ def main() -> None:
 
     plugins = discover()
     recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
-    run_dir = RunDir.claim(args.run_dir, recipe.run.name)
-    with run_dir.lock():
+    with RunDir.claim(args.run_dir, recipe.run.name) as run_dir:
         run_dir.write_recipe(resolved(recipe, plugins.registry), "written by benchmarks/pipeforge_driver.py")
         from pipeforge.console import ConsoleReporter
         from pipeforge.engine import StopRequest, fit  # torch is imported from here on

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,57 @@ def _one_torch_thread():
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     yield
+
+
+# A test-only plugin that SIGKILLs its own process at the moment named in its environment
+# variables. It is an entry-point plugin, not part of the recipe, so resuming runs the same recipe.
+KILLER_PLUGIN = '''
+import os, signal
+from pathlib import Path
+from pipeforge import hookimpl
+
+
+@hookimpl
+def register_components():
+    return []
+
+
+@hookimpl
+def on_batch_end(state):
+    if str(state.global_step) == os.environ.get("KILL_AT_STEP"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("STEP_SLEEP"):  # slow the run so a test's signal lands mid-run
+        import time
+        (state.run_dir / "started").touch()
+        time.sleep(float(os.environ["STEP_SLEEP"]))
+
+
+@hookimpl
+def on_epoch_end(epoch):
+    if str(epoch) == os.environ.get("KILL_AFTER_EPOCH"):
+        os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@pytest.fixture(scope="session")
+def killer_env(tmp_path_factory):
+    """The CLI environment with the killer plugin installed (see KILLER_PLUGIN)."""
+    from plugin_dists import make_dist, pip_install
+
+    root = tmp_path_factory.mktemp("killer")
+    site = pip_install(make_dist(root, "pipeforge-killer", "killer", "pipeforge_killer", KILLER_PLUGIN), root / "site")
+    return cli_env(PYTHONPATH=str(site))
+
+
+def start_slow_run(recipe: Path, run_dir: Path, env: dict, step_sleep: float, until: Path,
+                   *args: str, new_session: bool = False) -> subprocess.Popen:
+    """Start `pipeforge run` slowed to `step_sleep` s a step (killer plugin); return once `until`
+    exists. `run_dir / "started"` appears with the first finished step."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeforge", "run", recipe, "--run-dir", run_dir, *args],
+                            env={**env, "STEP_SLEEP": str(step_sleep)}, start_new_session=new_session,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not until.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert until.exists(), f"{until} never appeared"
+    return proc

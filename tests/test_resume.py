@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_env, run_pipeforge
-from plugin_dists import make_dist, pip_install
+from conftest import cli_env, run_pipeforge, start_slow_run
 from pipeforge import checkpoint
 from pipeforge.errors import CheckpointError
 
@@ -54,41 +53,6 @@ checkpoint_every_steps = 5
 [[callbacks]]
 name = "tensorboard"
 """
-
-# A test-only plugin that SIGKILLs its own process at the moment named in its environment
-# variables. It is an entry-point plugin, not part of the recipe, so resuming runs the same recipe.
-KILLER_PLUGIN = '''
-import os, signal
-from pipeforge import hookimpl
-
-
-@hookimpl
-def register_components():
-    return []
-
-
-@hookimpl
-def on_batch_end(state):
-    if str(state.global_step) == os.environ.get("KILL_AT_STEP"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get("STEP_SLEEP"):  # slow the run so a test's signal lands mid-run
-        import time
-        time.sleep(float(os.environ["STEP_SLEEP"]))
-
-
-@hookimpl
-def on_epoch_end(epoch):
-    if str(epoch) == os.environ.get("KILL_AFTER_EPOCH"):
-        os.kill(os.getpid(), signal.SIGKILL)
-'''
-
-
-@pytest.fixture(scope="module")
-def killer_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("killer")
-    site = pip_install(make_dist(root, "pipeforge-killer", "killer", "pipeforge_killer", KILLER_PLUGIN), root / "site")
-    return cli_env(PYTHONPATH=str(site))
-
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory) -> Path:
@@ -160,17 +124,6 @@ def test_kill_at_random_moments_including_checkpoint_writes(recipe, reference, t
     assert_same_run(run_dir, reference)
 
 
-def start_slow_run(recipe: Path, run_dir: Path, env: dict, step_sleep: float, until: Path) -> subprocess.Popen:
-    """Start `pipeforge run` slowed to `step_sleep` s a step; return once `until` exists."""
-    proc = subprocess.Popen([sys.executable, "-m", "pipeforge", "run", recipe, "--run-dir", run_dir],
-                            env={**env, "STEP_SLEEP": str(step_sleep)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not until.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return proc
-
-
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_checkpoints_and_exits_then_resume_completes(sig, code, recipe, reference, killer_env, tmp_path):
     run_dir = tmp_path / "run"
@@ -190,7 +143,7 @@ def test_signal_checkpoints_and_exits_then_resume_completes(sig, code, recipe, r
 def test_second_signal_exits_at_once(recipe, killer_env, tmp_path):
     run_dir = tmp_path / "run"
     # 2 s a step: the first SIGTERM waits for the step to end; the second must not.
-    proc = start_slow_run(recipe, run_dir, killer_env, step_sleep=2, until=run_dir / "tensorboard")
+    proc = start_slow_run(recipe, run_dir, killer_env, step_sleep=2, until=run_dir / "started")
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)

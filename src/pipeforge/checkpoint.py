@@ -268,7 +268,7 @@ class Saver:
             # Never overwrite a good checkpoint with broken weights: stop here instead.
             raise TrainingError(
                 f"the training loss is not finite in epoch {state.epoch} (by step {state.global_step}); "
-                f"lower the learning rate or check the data. The last good checkpoint is kept in {self.directory}."
+                f"lower the learning rate or check the data. {self.kept()}"
             )
         # The epoch's running loss so far, summed over all ranks (a collective: every rank is here).
         partial = self.dist.sum(torch.stack([loss_sum.float(), torch.tensor(float(progress.samples), device=loss_sum.device)]))
@@ -316,6 +316,15 @@ class Saver:
             fsync_dir(self.directory)  # the new names (and the pruned ones) are durable together
 
         self.writer.submit(write)
+
+    def kept(self) -> str:
+        """Says which checkpoint a failed run leaves to resume from (the newest on disk, once
+        the pending write has finished; training is over when this is asked)."""
+        self.writer.close()
+        files = step_files(self.directory)
+        if not files:
+            return "No checkpoint had been written yet."
+        return f"The last good checkpoint, {files[-1].name}, is kept in {self.directory}."
 
     def _improves(self, value: float | None) -> bool:
         if value is None:

@@ -21,7 +21,7 @@ from rich.text import Text
 from pipeforge import __version__
 from pipeforge.cli import _discover, _summary, _warn, err, out
 from pipeforge.distributed import Dist
-from pipeforge.errors import UsageError
+from pipeforge.errors import Interrupted, UsageError
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe, load_recipe, resolved
 from pipeforge.rundir import RunDir, default_path
@@ -64,15 +64,18 @@ def _new_run(args: argparse.Namespace, recipe: Recipe, plugins: Plugins, dist: D
         raise UsageError(failure)
     if not dist.is_main:
         return _fit(args, recipe, plugins, RunDir(Path(path)), None, dist)
-    try:
-        with run_dir.lock():
-            run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
-            run_dir.write_env(_environment(recipe, plugins, dist))
-            return _fit(args, recipe, plugins, run_dir, None, dist)
-    except BaseException:
+    try:  # claim() locked the run dir: nothing of another process is ever discarded here
+        run_dir.write_recipe(resolved(recipe, plugins.registry), _recipe_header(args, run_dir.path))
+        run_dir.write_env(_environment(recipe, plugins, dist))
+        return _fit(args, recipe, plugins, run_dir, None, dist)
+    except BaseException as exc:
         if run_dir.discard_if_untrained():
-            _warn(f"nothing was trained, so the run dir {run_dir.path} was removed")
+            _warn(f"nothing was trained or logged, so the run dir {run_dir.path} was removed")
+        elif not isinstance(exc, Interrupted):
+            _warn(f"the run dir {run_dir.path} is kept as it is")
         raise
+    finally:
+        run_dir.release()
 
 
 def _resume(args: argparse.Namespace, plugins: Plugins, dist: Dist) -> int:

@@ -243,8 +243,7 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
     if not math.isfinite(mean):
         raise TrainingError(
             f"the training loss became {mean} in epoch {state.epoch} (by step {state.global_step}); "
-            f"lower the learning rate or check the data. The last good checkpoint is kept in "
-            f"{saver.directory}; model.pt was not written."
+            f"lower the learning rate or check the data. {saver.kept()} model.pt was not written."
         )
     return mean
 

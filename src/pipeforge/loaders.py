@@ -7,7 +7,9 @@ epoch can be resumed part-way by skipping the batches already done *without read
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from typing import Iterator
 
 import torch
@@ -117,11 +119,45 @@ class LoaderBatches(Batches):
             dataset, batch_size=batch_size, sampler=order, drop_last=drop_last,
             num_workers=num_workers, pin_memory=device.type == "cuda",
             persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=_ignore_stop_signals if num_workers > 0 else None,
         )
 
     def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         self.order.skip = skip * self.batch_size
-        return iter(self.loader)
+        with _stop_signals_held():  # the workers (if any) are forked here
+            return iter(self.loader)
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back while DataLoader workers are forked, then deliver them here.
+
+    A SIGTERM sent to the whole process group (systemd, Slurm's scancel, `kill -- -PGID`) also
+    reaches the workers, and torch's worker handler dies of it, so the run would fail instead
+    of checkpointing. Workers start with both signals blocked and ignore them from their first
+    instruction on (`_ignore_stop_signals`); the training process alone decides how to stop,
+    and its workers end with it.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are only ever handled on the main thread
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's first step: leave SIGINT/SIGTERM to the training process."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def make_batches(

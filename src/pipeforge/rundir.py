@@ -1,4 +1,4 @@
-"""The run directory: everything a run leaves behind, and the rule that nothing is overwritten.
+"""The run directory: everything a run leaves behind, and the rule that nothing is lost.
 
 Layout: `recipe.toml` (resolved), `env.json`, `metrics.jsonl` (one JSON object per epoch),
 `tensorboard/`, `model.pt` (state_dict), and `skipped_files.txt` when a dataset skipped inputs.
@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,43 +30,113 @@ def default_path(run_name: str, root: Path = Path("runs")) -> Path:
     return path
 
 
+LOCK = ".lock"
+# What claiming and setting up a run writes; a failed run made of nothing else is removed.
+SETUP_FILES = frozenset({LOCK, "recipe.toml", "env.json", "skipped_files.txt"})
+
+
 class RunDir:
-    """A run's output directory, claimed empty and only ever added to."""
+    """A run's output directory: claimed new or empty, locked by one process at a time.
+
+    pipeforge removes only what it created in this invocation, and never a run dir that holds
+    a checkpoint, metrics or logs (see `discard_if_untrained`).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.created = False  # set by claim() when it made the directory
+        self.created = False  # set by claim() when this process made the directory
+        self._lock: Any = None  # the open lock file while this process holds the run dir
 
     @classmethod
     def claim(cls, path: Path | None, run_name: str, root: Path = Path("runs")) -> RunDir:
-        """Create the run dir (default `runs/<name>-<timestamp>`); refuse a non-empty one."""
+        """Create the run dir (default `runs/<name>-<timestamp>`), or take an empty one, and lock
+        it for this process; refuse a non-empty one or one another process holds.
+
+        The emptiness is checked again under the lock: two processes claiming the same path at
+        once cannot both win, and the loser changes nothing. Release with `release()`.
+        """
         if path is None:
             path = default_path(run_name, root)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise UsageError(
-                f"run dir {path} already exists and is not empty; nothing was written. "
-                "Choose another --run-dir (or omit it for a fresh timestamped one)."
-            )
-        existed = path.exists()
-        path.mkdir(parents=True, exist_ok=True)
+        _refuse_if_taken(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         run_dir = cls(path)
-        run_dir.created = not existed
+        try:
+            path.mkdir()
+            run_dir.created = True
+        except FileExistsError:
+            pass
+        run_dir._acquire()
+        try:
+            _refuse_if_taken(path, ignore=LOCK)
+        except UsageError:
+            run_dir.release()
+            raise
         return run_dir
 
-    def discard_if_untrained(self) -> bool:
-        """Remove this run dir if nothing was trained into it (no checkpoint was written).
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run dir for one process (resume); a second `run`/`--resume` on it is refused."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
-        Only for a dir this process claimed (it was new or empty, so everything in it is
-        pipeforge's own output of this attempt): a run that fails while building its data or
-        model leaves no half-made run dir behind to block a retry with the same --run-dir.
+    def _acquire(self) -> None:
+        handle = open(self.path / LOCK, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
+            raise UsageError(f"run dir {self.path} is in use by another pipeforge process (pid {owner}); "
+                             "nothing was changed") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
+    def release(self) -> None:
+        """Let another process take the run dir (e.g. `--resume`)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def discard_if_untrained(self) -> bool:
+        """After a failed run: remove what setting it up wrote, if the run left nothing else.
+
+        Only while this process holds the run dir (it claimed it new or empty, so the set-up
+        files are its own). Anything else in it — a checkpoint, metrics.jsonl, a TensorBoard
+        event file, whatever a callback wrote — keeps the whole dir as it is. Empty folders go;
+        the run dir itself only if this process created it. Returns whether anything was removed.
         """
-        if any((self.path / "checkpoints").glob("*.pt")):
+        if self._lock is None:
             return False
+        own, folders = [], []
+        for top, dirs, files in os.walk(self.path):
+            here = Path(top)
+            folders += [here / d for d in dirs]
+            for name in files:
+                if here != self.path or name not in SETUP_FILES:
+                    return False  # results or logs: nothing is removed
+                own.append(here / name)
+            if any((here / d).is_symlink() for d in dirs):
+                return False
+        for path in own:
+            path.unlink()
+        self.release()
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+            folder.rmdir()
         if self.created:
-            shutil.rmtree(self.path)
-        else:  # the user's own empty folder stays; only what this attempt wrote goes
-            for child in self.path.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            self.path.rmdir()
         return True
 
     def write_recipe(self, resolved: dict[str, Any], header: str) -> None:
@@ -77,25 +146,6 @@ class RunDir:
 
     def write_env(self, env: dict[str, Any]) -> None:
         self._write_new("env.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
-
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run dir for one process; a second `run`/`--resume` on it is refused."""
-        handle = open(self.path / ".lock", "a+", encoding="utf-8")
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                owner = handle.read().strip() or "?"
-                raise UsageError(f"run dir {self.path} is in use by another pipeforge process (pid {owner})") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield
-        finally:
-            handle.close()
 
     def write_skipped(self, skipped: list[tuple[str, str]]) -> None:
         """List the inputs a dataset left out (rewritten when a run is resumed)."""
@@ -132,3 +182,15 @@ class RunDir:
     def _write_new(self, name: str, text: str) -> None:
         with open(self.path / name, "x", encoding="utf-8") as f:
             f.write(text)
+
+
+def _refuse_if_taken(path: Path, ignore: str | None = None) -> None:
+    """Refuse a run dir that is not a directory or holds anything (besides `ignore`)."""
+    if not path.exists():
+        return
+    if path.is_dir() and all(child.name == ignore for child in path.iterdir()):
+        return
+    raise UsageError(
+        f"run dir {path} already exists and is not empty; nothing was written. "
+        "Choose another --run-dir (or omit it for a fresh timestamped one)."
+    )

@@ -66,13 +66,24 @@ class EventFile:
 class TensorBoardLogger:
     def __init__(self, params: p.TensorBoardParams) -> None:
         self.params = params
-        self.events: EventFile | None = None
+        self._events: EventFile | None = None
+        self.directory: Path | None = None
+        self.purge_step: int | None = None
         self.pending: list[tuple[Any, int, float]] = []  # (loss tensor on the device, step, wall time)
         self.written_at = 0.0
 
+    @property
+    def events(self) -> EventFile:
+        """The event file, made with the first value: a run that fails before it logs anything
+        leaves no log behind (and so no run dir kept for an empty log)."""
+        if self._events is None:
+            self._events = EventFile(self.directory, self.purge_step)
+        return self._events
+
     @hookimpl
     def on_fit_start(self, state: RunState) -> None:
-        self.events = EventFile(state.run_dir / "tensorboard", purge_step=state.global_step or None)
+        self.directory = state.run_dir / "tensorboard"
+        self.purge_step = state.global_step or None
         self.written_at = time.monotonic()
 
     @hookimpl
@@ -94,10 +105,11 @@ class TensorBoardLogger:
 
     @hookimpl
     def on_fit_end(self) -> None:
-        if self.events is not None:
+        if self.directory is not None:
             self.write_pending()  # also after a failure: what was trained is logged
-            self.events.close()
-            self.events = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
 
     def write_pending(self) -> None:
         """Write the buffered losses: one device-to-host copy for all of them."""
