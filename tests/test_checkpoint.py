@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from conftest import run_pipeforge
 from pipeforge import checkpoint
-from pipeforge.checkpoint import Saver
+from pipeforge.checkpoint import EpochProgress
 from pipeforge.context import Datasets, RunState
 from pipeforge.distributed import Dist
-from pipeforge.engine import EpochProgress
+from pipeforge.saver import Saver
 from pipeforge.plugins import discover
 from pipeforge.recipe import validate_recipe
 
@@ -51,15 +55,34 @@ def test_training_on_does_not_change_the_checkpoint_being_written(tmp_path, monk
     finally:
         saver.close()
     path = tmp_path / "checkpoints" / "step-00000007.pt"
-    payload = checkpoint.load(path)
-    assert payload["model"].keys() == weights.keys()
-    assert all(torch.equal(payload["model"][k], weights[k]) for k in weights)
-    assert not torch.equal(payload["model"]["0.weight"], model.state_dict()["0.weight"])
-    saved_momentum = [payload["optimizer"]["state"][i]["momentum_buffer"] for i in range(len(momentum))]
+    saved = checkpoint.load(path)
+    assert saved.model.keys() == weights.keys()
+    assert all(torch.equal(saved.model[k], weights[k]) for k in weights)
+    assert not torch.equal(saved.model["0.weight"], model.state_dict()["0.weight"])
+    saved_momentum = [saved.optimizer["state"][i]["momentum_buffer"] for i in range(len(momentum))]
     assert all(torch.equal(a, b) for a, b in zip(saved_momentum, momentum))
-    assert payload["epochs_done"] == 1 and payload["global_step"] == 7
-    assert payload["progress"]["loss_sum"].item() == 3.0 and payload["progress"]["samples"] == 6
-    assert all(t.device.type == "cpu" for t in payload["model"].values())
+    assert saved.epochs_done == 1 and saved.global_step == 7
+    assert saved.position.loss_sum.item() == 3.0 and saved.position.samples == 6
+    assert all(t.device.type == "cpu" for t in saved.model.values())
     # Without evaluated splits best.pt follows train_loss; it is the same file, not a copy.
     assert (tmp_path / "checkpoints" / "best.pt").samefile(path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", path.name]
+
+
+FORMAT1_RUN = Path(__file__).parent / "data" / "format1-run"
+
+
+def test_a_checkpoint_written_by_format_1_resumes_to_the_same_weights(tmp_path):
+    """tests/data/format1-run holds a mid-epoch checkpoint (step 8 of 18) written by pipeforge
+    0.1.0, checkpoint format 1, and the final weights and metrics of the same run left
+    uninterrupted. A later pipeforge must resume that checkpoint and end bitwise there."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(FORMAT1_RUN / "checkpoints", run_dir / "checkpoints")
+    shutil.copy(FORMAT1_RUN / "recipe.toml", run_dir / "recipe.toml")
+    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    mine = torch.load(run_dir / "model.pt", weights_only=True)
+    expected = torch.load(FORMAT1_RUN / "expected-model.pt", weights_only=True)
+    assert mine.keys() == expected.keys()
+    assert all(torch.equal(mine[key], expected[key]) for key in expected)
+    assert (run_dir / "metrics.jsonl").read_text() == (FORMAT1_RUN / "expected-metrics.jsonl").read_text()

@@ -66,7 +66,7 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_resumes(image
     assert "DataLoader worker" not in stderr
     assert group_gone(proc.pid, within_s=30), "a DataLoader worker outlived the run"
     found = checkpoint.latest_valid(run_dir / "checkpoints")
-    assert found is not None and found[1]["epochs_done"] >= 1
+    assert found is not None and found[1].epochs_done >= 1
     assert not (run_dir / "model.pt").exists()
 
     resumed = run_pipeforge("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
@@ -164,3 +164,38 @@ def test_only_the_holder_of_a_run_dir_discards_anything(tmp_path):
     (path / "recipe.toml").write_text("r")
     assert RunDir(path).discard_if_untrained() is False
     assert (path / "recipe.toml").exists()
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def test_a_checkpoint_is_refused_when_the_weights_broke_though_the_loss_did_not(tmp_path):
+    """An update can make the weights inf while the loss it came from was finite: the state
+    being saved is what is checked, and nothing is written over the last good checkpoint."""
+    from torch.utils.data import TensorDataset
+
+    from pipeforge.checkpoint import EpochProgress
+    from pipeforge.context import Datasets, RunState
+    from pipeforge.distributed import Dist
+    from pipeforge.errors import TrainingError
+    from pipeforge.plugins import discover
+    from pipeforge.recipe import load_recipe
+    from pipeforge.saver import Saver
+
+    recipe = load_recipe(QUICKSTART, discover().registry)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = Datasets({"train": TensorDataset(torch.randn(4, 4), torch.zeros(4, dtype=torch.long))})
+    state = RunState(recipe, tmp_path, "cpu", model, optimizer, None, data, epoch=1, global_step=3)
+    saver = Saver(tmp_path, state, recipe.trainer, [], Dist())
+    progress = EpochProgress(order_state=torch.Generator().get_state(), batches_done=3,
+                             loss_sum=torch.tensor(1.5), samples=12)
+    saver.save(progress)
+    saver.finish()
+    with torch.no_grad():
+        model.weight[0, 0] = float("inf")
+    state.global_step = 4
+    with pytest.raises(TrainingError, match="weights or the training loss are not finite.*step-00000003.pt"):
+        saver.save(progress)
+    saver.close()
+    assert [p.name for p in checkpoint.step_files(tmp_path / "checkpoints")] == ["step-00000003.pt"]

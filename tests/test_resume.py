@@ -85,10 +85,10 @@ def test_reference_run_checkpoints(reference):
     files = sorted(p.name for p in (reference / "checkpoints").iterdir())
     # 500 samples / 16 = 32 steps an epoch, 128 in all; the last 2 kept, plus best.
     assert files == ["best.pt", "step-00000125.pt", "step-00000128.pt"]
-    payload = checkpoint.load(reference / "checkpoints" / "step-00000128.pt")
-    assert payload["epochs_done"] == 4 and payload["global_step"] == 128 and len(payload["history"]) == 4
+    saved = checkpoint.load(reference / "checkpoints" / "step-00000128.pt")
+    assert saved.epochs_done == 4 and saved.global_step == 128 and len(saved.history) == 4
     best = checkpoint.load(reference / "checkpoints" / "best.pt")
-    assert best["best"] == min(row["val_loss"] for row in payload["history"])
+    assert best.best == min(row["val_loss"] for row in saved.history)
 
 
 @pytest.mark.parametrize("kill", [{"KILL_AT_STEP": "43"}, {"KILL_AT_STEP": "50"}, {"KILL_AFTER_EPOCH": "2"}],
@@ -179,8 +179,8 @@ def test_nonfinite_loss_stops_with_exit_1_and_keeps_last_good_checkpoint(recipe,
     assert "epoch 1" in result.stderr and "Traceback" not in result.stderr
     assert not (run_dir / "model.pt").exists()
     for path in checkpoint.step_files(run_dir / "checkpoints"):
-        payload = checkpoint.load(path)
-        assert all(torch.isfinite(t).all() for t in payload["model"].values())
+        saved = checkpoint.load(path)
+        assert all(torch.isfinite(t).all() for t in saved.model.values())
 
 
 class Payload:
@@ -227,8 +227,8 @@ def test_truncated_and_foreign_checkpoints_are_refused(reference, tmp_path):
     # A damaged newest checkpoint: the previous valid one is used.
     (tmp_path / "good.pt").write_bytes(good.read_bytes())
     (tmp_path / "good.pt").rename(tmp_path / "step-00000128.pt")
-    path, payload = checkpoint.latest_valid(tmp_path)
-    assert path.name == "step-00000128.pt" and payload["global_step"] == 128
+    path, saved = checkpoint.latest_valid(tmp_path)
+    assert path.name == "step-00000128.pt" and saved.global_step == 128
 
 
 @pytest.mark.parametrize("every, expected", [(2, ["best.pt", "step-00000128.pt", "step-00000160.pt"]),

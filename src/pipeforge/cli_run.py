@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from rich.text import Text
 
@@ -25,6 +25,9 @@ from pipeforge.errors import Interrupted, UsageError
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe, load_recipe, resolved
 from pipeforge.rundir import RunDir, default_path
+
+if TYPE_CHECKING:
+    from pipeforge.checkpoint import Checkpoint
 
 # Recipe values that may differ when a run is resumed: they change how long or where it runs,
 # not what it computes.
@@ -99,25 +102,25 @@ def _resume(args: argparse.Namespace, plugins: Plugins, dist: Dist) -> int:
     # Rank 0 picks the checkpoint; every rank loads the same file.
     found = checkpoint.latest_valid(args.resume / "checkpoints") if dist.is_main else None
     path = dist.share(str(found[0]) if found else None)
-    payload = found[1] if found else (checkpoint.load(Path(path)) if path else None)
+    saved = found[1] if found else (checkpoint.load(Path(path)) if path else None)
     if not dist.is_main:
-        return _fit(args, recipe, plugins, run_dir, payload, dist)
+        return _fit(args, recipe, plugins, run_dir, saved, dist)
     with run_dir.lock():
         if changes:
             run_dir.rewrite_recipe(wanted, _recipe_header(args, run_dir.path))
-        run_dir.rewrite_metrics(payload["history"] if payload else [])
+        run_dir.rewrite_metrics(saved.history if saved else [])
         if args.quiet:
             pass
-        elif payload is None:
+        elif saved is None:
             err.print(Text(f"{args.resume} has no checkpoint yet: starting it from the beginning"))
         else:
             err.print(Text(f"resuming {args.resume} from {Path(path).name} "
-                           f"(epoch {payload['epochs_done']}, step {payload['global_step']})"))
-        return _fit(args, recipe, plugins, run_dir, payload, dist)
+                           f"(epoch {saved.epochs_done}, step {saved.global_step})"))
+        return _fit(args, recipe, plugins, run_dir, saved, dist)
 
 
 def _fit(args: argparse.Namespace, recipe: Recipe, plugins: Plugins, run_dir: RunDir,
-         resume: dict[str, Any] | None, dist: Dist) -> int:
+         resume: Checkpoint | None, dist: Dist) -> int:
     from pipeforge.console import ConsoleReporter
     from pipeforge.engine import StopRequest, fit  # torch is imported from here on
 

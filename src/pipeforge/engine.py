@@ -14,15 +14,15 @@ from typing import Any
 
 import torch
 
-from pipeforge import checkpoint
-from pipeforge.checkpoint import Saver
+from pipeforge.checkpoint import Checkpoint, EpochProgress, restore_rng
 from pipeforge.context import BuildContext, Datasets, RunState
 from pipeforge.distributed import Dist
-from pipeforge.errors import Interrupted, PluginError, TrainingError, UsageError
+from pipeforge.errors import Interrupted, PluginError, UsageError
 from pipeforge.loaders import Batches, make_batches
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe
 from pipeforge.rundir import RunDir
+from pipeforge.saver import Saver
 
 
 @dataclass
@@ -32,19 +32,9 @@ class StopRequest:
     signal: int | None = None
 
 
-@dataclass
-class EpochProgress:
-    """Where the current epoch stands: enough to continue it after a checkpoint."""
-
-    order_state: torch.Tensor  # the shuffle generator's state when the epoch began
-    batches_done: int = 0
-    loss_sum: torch.Tensor | None = None  # stays on the device: no host sync per step
-    samples: int = 0
-
-
 def fit(
     recipe: Recipe, plugins: Plugins, run_dir: RunDir, *, extra: list[Any] = (),
-    stop: StopRequest | None = None, resume: dict[str, Any] | None = None, dist: Dist = Dist(),
+    stop: StopRequest | None = None, resume: Checkpoint | None = None, dist: Dist = Dist(),
 ) -> RunState:
     """Train `recipe` into `run_dir` and return the final `RunState`.
 
@@ -71,7 +61,7 @@ def fit(
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
         progress = _restore(resume, state, dist)
-        saver.best = resume["best"]
+        saver.restore(resume)
     step = Step(parts.forward, parts.eval_forward, parts.loss_fn, optimizer, device, trainer.precision,
                 trainer.channels_last, dist)
 
@@ -98,12 +88,9 @@ def fit(
             if dist.is_main:
                 run_dir.append_metrics(row)
             progress = EpochProgress(order_state=order.get_state())
-            every = trainer.checkpoint_every_epochs
-            if epoch == trainer.epochs or (every and epoch % every == 0):
-                saver.save(progress, epoch_end=True)
+            saver.epoch_done(progress, epoch)
             hook.on_epoch_end(state=state, epoch=epoch, metrics=row)
-        if dist.is_main:
-            run_dir.save_model(model.state_dict())  # while the last checkpoint is being written
+        saver.write_model()
         saver.finish()
     finally:
         saver.close()
@@ -217,8 +204,6 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
         progress.loss_sum = torch.zeros((), device=step.device)
     for batch_index, batch in enumerate(batches.epoch(skip=progress.batches_done), progress.batches_done):
         inputs, targets = step.inputs(*batch)
-        if saver.example is None:
-            saver.example = inputs[:1].detach().to("cpu", copy=True)
         loss = step.train(inputs, targets)
         state.global_step += 1
         size = targets.shape[0]
@@ -235,16 +220,12 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
                 f"checkpoint written. Resume with: pipeforge run --resume {state.run_dir}",
                 stop.signal or signal.SIGTERM,
             )
-        if saver.every and state.global_step % saver.every == 0:
-            saver.save(progress)
+        saver.step_done(progress, inputs)
     # Every rank trained on its own shard: the epoch's loss is the mean over all of them.
     totals = step.dist.sum(torch.stack([progress.loss_sum, torch.tensor(float(progress.samples), device=step.device)]))
     mean = (totals[0] / totals[1].clamp(min=1)).item()
     if not math.isfinite(mean):
-        raise TrainingError(
-            f"the training loss became {mean} in epoch {state.epoch} (by step {state.global_step}); "
-            f"lower the learning rate or check the data. {saver.kept()} model.pt was not written."
-        )
+        raise saver.not_finite(f"the training loss became {mean}")
     return mean
 
 
@@ -273,28 +254,28 @@ def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> di
     return result
 
 
-def _restore(payload: dict[str, Any], state: RunState, dist: Dist) -> EpochProgress:
+def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
     """Put model, optimizer, scheduler, RNGs and history back as the checkpoint has them.
 
     The epoch's position is kept in samples, not in this process's batches, so a run
     checkpointed on N processes continues on M: every rank shards the same permutation."""
-    state.model.load_state_dict(payload["model"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    if state.scheduler is not None and payload["scheduler"] is not None:
-        state.scheduler.load_state_dict(payload["scheduler"])
-    state.epoch = payload["epochs_done"]
-    state.global_step = payload["global_step"]
-    state.history = list(payload["history"])
-    checkpoint.restore_rng(payload["rng"])
-    saved = payload["progress"]
+    state.model.load_state_dict(saved.model)
+    state.optimizer.load_state_dict(saved.optimizer)
+    if state.scheduler is not None and saved.scheduler is not None:
+        state.scheduler.load_state_dict(saved.scheduler)
+    state.epoch = saved.epochs_done
+    state.global_step = saved.global_step
+    state.history = list(saved.history)
+    restore_rng(saved.rng)
+    position = saved.position
     device = next(iter(state.model.parameters()), torch.zeros(())).device
     # The saved running loss is already the sum over all ranks: rank 0 carries it alone.
     mine = dist.is_main
     return EpochProgress(
-        order_state=saved["order_state"],
-        batches_done=saved["batches_done"] * saved.get("world_size", 1) // dist.world,
-        loss_sum=saved["loss_sum"].to(device) if mine else torch.zeros((), device=device),
-        samples=saved["samples"] if mine else 0,
+        order_state=position.order_state,
+        batches_done=position.batches_done * position.world_size // dist.world,
+        loss_sum=position.loss_sum.to(device) if mine else torch.zeros((), device=device),
+        samples=position.samples if mine else 0,
     )
 
 

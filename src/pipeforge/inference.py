@@ -9,7 +9,6 @@ Nothing here prints: the CLI (`cli_inference`) shows the results.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,10 +113,10 @@ def choose_weights(run_dir: Path, choice: str | None) -> Weights:
         path = Path(choice)
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint (expected best, last or a file)")
-    loaded = _load_weights_only(path)
+    loaded = checkpoint.read_torch_file(path, "weights file")
     if isinstance(loaded, dict) and "format" in loaded:
-        # A pipeforge checkpoint: let the checkpoint module check its marker and version.
-        return _from_checkpoint(path, checkpoint.load(path))
+        # A pipeforge checkpoint: the checkpoint module checks its marker, version and fields.
+        return _from_checkpoint(path, checkpoint.Checkpoint.from_payload(loaded, path))
     if not (isinstance(loaded, dict) and loaded and all(isinstance(k, str) for k in loaded)):
         raise CheckpointError(f"{path}: neither a pipeforge checkpoint nor a model state_dict")
     classes, example = _run_facts(directory)
@@ -247,26 +246,8 @@ def predict(run_dir: Path, plugins: Plugins, inputs: list[str], *, choice: str |
 # ------------------------------------------------------------------------------ helpers
 
 
-def _load_weights_only(path: Path) -> Any:
-    """`torch.load` with weights_only=True; any failure is a `CheckpointError` naming `path`."""
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: not a readable weights file: the file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error says it
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle payload, not a torch file at all…
-        text = str(exc).strip()
-        reason = text.splitlines()[0] if text else type(exc).__name__
-        if "Unsupported global" in text:
-            reason = "it contains pickled Python objects, which pipeforge never loads (no code was run)"
-        elif "weights_only" in text:
-            reason = "not a PyTorch weights file, or one holding what pipeforge never loads (no code was run)"
-        raise CheckpointError(f"{path}: not a readable weights file: {reason}") from None
-
-
-def _from_checkpoint(path: Path, payload: dict[str, Any]) -> Weights:
-    return Weights(path, payload["model"], payload.get("classes"), payload.get("example_input"))
+def _from_checkpoint(path: Path, saved: checkpoint.Checkpoint) -> Weights:
+    return Weights(path, saved.model, saved.classes, saved.example_input)
 
 
 def _run_facts(directory: Path) -> tuple[list[str] | None, torch.Tensor | None]:
@@ -279,8 +260,8 @@ def _run_facts(directory: Path) -> tuple[list[str] | None, torch.Tensor | None]:
             found = None
     if found is None:
         return None, None
-    payload = found[1]
-    return payload.get("classes"), payload.get("example_input")
+    saved = found[1]
+    return saved.classes, saved.example_input
 
 
 def _class_names(classes: list[str] | None, count: int) -> list[str]:

@@ -166,14 +166,6 @@ class RunDir:
         comment = "".join(f"# {line}\n" for line in header.splitlines())
         self._replace("recipe.toml", comment + "\n" + tomli_w.dumps(resolved))
 
-    def save_model(self, state_dict: dict[str, Any]) -> Path:
-        """Write `model.pt` atomically: a reader never sees a half-written file."""
-        from pipeforge.checkpoint import write_atomic
-
-        target = self.path / "model.pt"
-        write_atomic(target, state_dict)
-        return target
-
     def _replace(self, name: str, text: str) -> None:
         tmp = self.path / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
