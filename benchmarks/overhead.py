@@ -40,12 +40,11 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
+import pipeforge
 from pipeforge import hookimpl
 from pipeforge.console import ConsoleReporter
-from pipeforge.engine import StopRequest, fit
 from pipeforge.plugins import Plugins, discover
 from pipeforge.recipe import load_recipe
-from pipeforge.rundir import RunDir
 
 RECIPE = Path(__file__).resolve().parent / "recipes" / "w1_simple.toml"
 BATCH = 16
@@ -156,8 +155,8 @@ class Bench:
         def run() -> list[float]:
             self.runs += 1
             timer = StepTimer()
-            run_dir = RunDir.claim(self.workdir / f"run-{self.runs}", recipe.run.name)
-            fit(recipe, self.plugins, run_dir, extra=[*extra(), timer], stop=StopRequest())
+            pipeforge.run(recipe, run_dir=self.workdir / f"run-{self.runs}", callbacks=[*extra(), timer],
+                          plugins=self.plugins)
             return timer.us_per_step[1:]
 
         return run
@@ -213,8 +212,8 @@ def epoch_phases(bench: Bench, recipes: dict[str, Path], repeats: int) -> dict[s
         for _ in range(repeats):
             bench.runs += 1
             timer = PhaseTimer()
-            run_dir = RunDir.claim(bench.workdir / f"run-{bench.runs}", recipe.run.name)
-            fit(recipe, bench.plugins, run_dir, extra=[quiet_reporter(), timer], stop=StopRequest())
+            pipeforge.run(recipe, run_dir=bench.workdir / f"run-{bench.runs}", callbacks=[quiet_reporter(), timer],
+                          plugins=bench.plugins)
             rows += timer.rows[1:]  # the first epoch warms up
             steps = timer.steps
         phases = ("training steps", "evaluation", "metrics.jsonl + checkpoint (+ best.pt)")

@@ -1,8 +1,8 @@
-"""Train one recipe the way `pipeforge run --quiet` does, and time `fit` from inside it.
+"""Train one recipe the way `pipeforge run --quiet` does, and time the loop from inside it.
 
-The same calls as `pipeforge.cli.cmd_run`: discover plugins, load and validate the recipe with
-its `--set` overrides, claim and lock a run dir, write the resolved recipe, then
-`pipeforge.engine.fit` with the quiet console reporter — plus one more plugin object, `FitTimer`,
+The same call as `pipeforge run --quiet`: `pipeforge.run` with the quiet console reporter
+(for a candidate source tree from before the Python API, the calls `run` made then) — plus
+one more plugin object, `FitTimer`,
 that reads `perf_counter` when the loop starts (after every other `on_fit_start`, so the
 TensorBoard writer is open, as the reference opens its writer before its loop) and when it
 ends (before every other `on_fit_end`, so it includes writing model.pt but not closing the
@@ -22,9 +22,6 @@ from typing import Any
 from rich.console import Console
 
 from pipeforge import RunState, hookimpl
-from pipeforge.plugins import discover
-from pipeforge.recipe import load_recipe, resolved
-from pipeforge.rundir import RunDir
 
 
 class FitTimer:
@@ -49,17 +46,34 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
-    plugins = discover()
-    recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
-    with RunDir.claim(args.run_dir, recipe.run.name) as run_dir:
-        run_dir.write_recipe(resolved(recipe, plugins.registry), "written by benchmarks/pipeforge_driver.py")
-        from pipeforge.console import ConsoleReporter
-        from pipeforge.engine import StopRequest, fit  # torch is imported from here on
+    from pipeforge.console import ConsoleReporter  # torch is imported from here on
 
-        timer = FitTimer()
-        reporter = ConsoleReporter(Console(stderr=True), progress=False, lines=False)  # as --quiet
-        state = fit(recipe, plugins, run_dir, extra=[reporter, timer], stop=StopRequest())
+    timer = FitTimer()
+    reporter = ConsoleReporter(Console(stderr=True), progress=False, lines=False)  # as --quiet
+    state = train(args.recipe, args.run_dir, args.overrides, [reporter, timer])
     print("BENCH_RESULT " + json.dumps(summary(state, timer)))
+
+
+def train(recipe: Path, run_dir: Path, overrides: list[str], callbacks: list[Any]) -> RunState:
+    try:
+        from pipeforge import run
+    except ImportError:  # a candidate source tree from before the Python API
+        return train_before_api(recipe, run_dir, overrides, callbacks)
+    return run(recipe, overrides=overrides, run_dir=run_dir, callbacks=callbacks).state
+
+
+def train_before_api(recipe_path: Path, run_dir_path: Path, overrides: list[str], callbacks: list[Any]) -> RunState:
+    from pipeforge.engine import StopRequest, fit
+    from pipeforge.plugins import discover
+    from pipeforge.recipe import load_recipe, resolved
+    from pipeforge.rundir import RunDir
+
+    plugins = discover()
+    recipe = load_recipe(recipe_path, plugins.registry, overrides)
+    run_dir = RunDir.claim(run_dir_path, recipe.run.name)
+    with run_dir.lock():
+        run_dir.write_recipe(resolved(recipe, plugins.registry), "written by benchmarks/pipeforge_driver.py")
+        return fit(recipe, plugins, run_dir, extra=callbacks, stop=StopRequest())
 
 
 def summary(state: RunState, timer: FitTimer) -> dict[str, Any]:

@@ -208,7 +208,13 @@ def test_malicious_checkpoint_is_refused_and_runs_no_code(writer, reference, tmp
     with pytest.raises(CheckpointError, match="not a readable pipeforge checkpoint"):
         checkpoint.load(evil)
     assert not marker.exists()
-    # Resume skips the refused file and continues from the newest valid one.
+    # Resume never skips a checkpoint it cannot read (training on would write over it): exit 2
+    # naming the file, and nothing changed; moved away, the newest valid one is used.
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    refused = run_pipeforge("run", "--resume", run_dir, "--quiet")
+    assert refused.returncode == 2 and "step-99999999.pt" in refused.stderr and "Traceback" not in refused.stderr
+    assert sorted(p.name for p in run_dir.rglob("*")) == before and not marker.exists()
+    evil.rename(tmp_path / "evil.pt")
     resumed = run_pipeforge("run", "--resume", run_dir, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert not marker.exists()

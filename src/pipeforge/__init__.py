@@ -1,13 +1,14 @@
 """pipeforge: declarative, plugin-based training for PyTorch.
 
-The public API for plugin authors is what this module exports; it imports no torch.
+The public API is what this module exports: `run`, `resume`, `evaluate` and `predict` for
+users (see `pipeforge.api`), and the types and `hookimpl` marker for plugin authors (see
+`pipeforge.hookspecs`). Importing it imports no torch.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from pipeforge.context import BuildContext, Datasets, RunState
+from pipeforge.api import Result, evaluate, predict, resume, run
+from pipeforge.context import BuildContext, Datasets, RunState, StopRequest
 from pipeforge.errors import (
     CheckpointError,
     DataError,
@@ -19,6 +20,7 @@ from pipeforge.errors import (
 )
 from pipeforge.hookspecs import hookimpl
 from pipeforge.registry import Component, ComponentSpec, NoParams, Params, TransformSpec
+from pipeforge.version import __version__
 
 __all__ = [
     "__version__",
@@ -33,9 +35,15 @@ __all__ = [
     "PipeforgeError",
     "PluginError",
     "RecipeError",
+    "Result",
     "RunState",
+    "StopRequest",
     "TrainingError",
     "TransformSpec",
     "UsageError",
+    "evaluate",
     "hookimpl",
+    "predict",
+    "resume",
+    "run",
 ]

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from pipeforge import __version__
+from pipeforge.version import __version__
 from pipeforge.errors import CheckpointError
 
 FORMAT = "pipeforge-checkpoint"
@@ -180,6 +180,32 @@ def latest_valid(directory: Path) -> tuple[Path, Checkpoint] | None:
         except CheckpointError:
             continue
     return None
+
+
+def resumable(directory: Path) -> tuple[Path, Checkpoint] | None:
+    """The newest step checkpoint, to resume from; None when there is none yet.
+
+    A step checkpoint that cannot be read is never skipped: training on would sooner or later
+    write over it. Raises `CheckpointError` naming every such file.
+    """
+    refused: list[str] = []
+    found = None
+    for path in reversed(step_files(directory)):
+        try:
+            found = path, load(path)
+            break
+        except CheckpointError as exc:
+            refused.append(str(exc))
+    if refused:
+        older = f"resume from {found[0].name}" if found else "start the run over"
+        shown = "\n".join(f"  - {line[:300]}" for line in refused[:5])
+        more = f"\n  … and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise CheckpointError(
+            f"cannot resume {directory.parent}: {len(refused)} checkpoint(s) newer than any readable one "
+            f"cannot be read; nothing was changed:\n{shown}{more}\n"
+            f"Move them out of {directory} to {older}."
+        )
+    return found
 
 
 # ------------------------------------------------------------------------------ RNG state

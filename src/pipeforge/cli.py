@@ -1,4 +1,6 @@
-"""The `pipeforge` command. It owns the console: everything a user reads is printed here.
+"""The `pipeforge` command: its entry point, parser and the control-plane commands (validate,
+list-plugins, show, schema); `cli_run` and `cli_inference` add theirs. The CLI owns the
+console: everything a user reads is printed by these modules (see `cli_common`).
 
 Exit codes: 0 ok; 1 failure at run time; 2 usage, recipe or plugin error; 130 on Ctrl-C.
 The control plane (help, validate, list-plugins, show, schema) never imports torch.
@@ -13,18 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeforge import __version__
-from pipeforge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, PipeforgeError, UsageError
-from pipeforge.plugins import Plugins, discover
-from pipeforge.recipe import load_recipe
+from pipeforge.version import __version__
+from pipeforge.cli_common import discover_plugins, error, out
+from pipeforge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PipeforgeError, UsageError
+from pipeforge.recipe import did_you_mean, load_recipe
 from pipeforge.registry import KINDS
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,17 +45,17 @@ def _main(argv: list[str] | None) -> int:
         return args.command(args)
     except PipeforgeError as exc:
         # Under torchrun every rank sees the same bad input; rank 0 says it once.
-        if rank == 0 or exc.exit_code != 2:
-            _error(str(exc) if rank == 0 else f"[rank {rank}] {exc}")
+        if rank == 0 or exc.exit_code != EXIT_USAGE:
+            error(str(exc) if rank == 0 else f"[rank {rank}] {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        _error("interrupted")
+        error("interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:  # an unexpected failure: one line, the traceback behind --debug
         if args.debug:
             raise
         where = f"[rank {rank}] " if rank else ""
-        _error(f"{where}{type(exc).__name__}: {exc}\n(run again with --debug for the traceback)")
+        error(f"{where}{type(exc).__name__}: {exc}\n(run again with --debug for the traceback)")
         return EXIT_FAILURE
 
 
@@ -83,21 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
             "else as a string); repeatable",
         )
 
-    from pipeforge.cli_run import RESUMABLE_CHANGES, cmd_run
+    from pipeforge import cli_inference, cli_run
 
-    run = command("run", cmd_run, "train a model as a recipe describes")
-    recipe_args(run, optional=True)
-    run.add_argument("--run-dir", type=Path, help="output directory (default runs/<name>-<timestamp>); must be new or empty")
-    run.add_argument(
-        "--nproc-per-node", type=int, metavar="N",
-        help="train data-parallel with N processes, launched by torch's elastic launcher (torchrun)",
-    )
-    run.add_argument(
-        "--resume", type=Path, metavar="RUN_DIR",
-        help="continue RUN_DIR from its latest valid checkpoint (RECIPE defaults to RUN_DIR/recipe.toml; "
-        f"only {', '.join(RESUMABLE_CHANGES)} may change)",
-    )
-    run.add_argument("--quiet", action="store_true", help="print only the run dir and errors")
+    cli_run.add_commands(command, recipe_args)
 
     validate = command("validate", cmd_validate, "check a recipe without building anything")
     recipe_args(validate)
@@ -111,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema = command("schema", cmd_schema, "print the JSON Schema of recipes (draft 2020-12)")
     schema.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
 
-    from pipeforge.cli_inference import add_commands
-
-    add_commands(command)
+    cli_inference.add_commands(command)
     return parser
 
 
@@ -121,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    plugins = _discover()
+    plugins = discover_plugins()
     recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
     names = ", ".join(f"{kind} {spec.name}" for _, kind, spec in recipe.component_specs())
     out.print(Text(f"{args.recipe}: ok ({names})"))
@@ -129,7 +113,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_list_plugins(args: argparse.Namespace) -> int:
-    plugins = _discover(warn=not args.json)
+    plugins = discover_plugins(warn=not args.json)
     rows = [
         {
             "name": p.name,
@@ -157,13 +141,11 @@ def cmd_list_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    registry = _discover().registry
+    registry = discover_plugins().registry
     found = [c for c in (registry.find(kind, args.name) for kind in KINDS) if c is not None]
     if not found:
         every = sorted({c.name for c in registry.all_components()})
-        from pipeforge.recipe import _did_you_mean
-
-        hint = _did_you_mean(args.name, every)
+        hint = did_you_mean(args.name, every)
         raise UsageError(f"no component named '{args.name}'" + (f"; {hint}" if hint else ""))
     for comp in found:
         owner = registry.owner(comp.kind, comp.name)
@@ -180,7 +162,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from pipeforge.schema import recipe_schema
 
-    text = json.dumps(recipe_schema(_discover().registry), indent=2)
+    text = json.dumps(recipe_schema(discover_plugins().registry), indent=2)
     if args.output:
         args.output.write_text(text + "\n", encoding="utf-8")
         out.print(Text(f"wrote {args.output}"))
@@ -192,27 +174,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ helpers
 
 
-def _discover(warn: bool = True) -> Plugins:
-    plugins = discover()
-    if warn:
-        for plugin in plugins.broken:
-            _warn(f"plugin '{plugin.name}' from {plugin.distribution} {plugin.version} is {plugin.status}: {plugin.error}")
-    return plugins
-
-
-def _error(message: str) -> None:
-    err.print(Text("error: ", style="bold red") + Text(message))
-
-
-def _warn(message: str) -> None:
-    err.print(Text("warning: ", style="bold yellow") + Text(message))
-
-
 def _type_name(annotation: Any) -> str:
     return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
-
-def _summary(row: dict[str, Any]) -> str:
-    from pipeforge.console import format_metrics
-
-    return f"epoch {row['epoch']}  {format_metrics(row)}"

@@ -68,13 +68,13 @@ def _run_dir_arg(sub: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeforge.cli import _discover, err, out
+    from pipeforge.cli_common import discover_plugins, err, out
 
     if args.output is not None and args.output.exists():
         raise UsageError(f"{args.output} already exists; nothing was evaluated. Choose another -o FILE.")
     from pipeforge.inference import evaluate_run  # torch is imported from here on
 
-    result = evaluate_run(args.run_dir, _discover(), choice=args.checkpoint, splits=args.splits)
+    result = evaluate_run(args.run_dir, discover_plugins(), choice=args.checkpoint, splits=args.splits)
     if result.skipped:
         err.print(Text(f"warning: the dataset skipped {len(result.skipped)} unreadable file(s)"))
     payload = {
@@ -99,10 +99,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeforge.cli import _discover, out
+    from pipeforge.cli_common import discover_plugins, out
     from pipeforge.inference import predict  # torch is imported from here on
 
-    predictions = predict(args.run_dir, _discover(), args.inputs, choice=args.checkpoint)
+    predictions = predict(args.run_dir, discover_plugins(), args.inputs, choice=args.checkpoint)
     if args.json:
         sys.stdout.write(json.dumps([p.to_json() for p in predictions], indent=2) + "\n")
         return 0
@@ -112,10 +112,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pipeforge.cli import _discover, err, out
+    from pipeforge.cli_common import discover_plugins, err, out
     from pipeforge.export import export  # torch is imported from here on
 
-    result = export(args.run_dir, _discover(), args.format, output=args.output, choice=args.checkpoint)
+    result = export(args.run_dir, discover_plugins(), args.format, output=args.output, choice=args.checkpoint)
     out.print(Text(f"wrote {result.path} ({result.format}, weights from {result.weights})"))
     if result.skipped is not None:
         out.print(Text(f"check skipped: {result.skipped}"))

@@ -73,6 +73,14 @@ class BuildContext:
 
 
 @dataclass
+class StopRequest:
+    """Asks a run to checkpoint and stop: set `signal` (e.g. from a signal handler); the loop
+    checks it after every step and raises `Interrupted`."""
+
+    signal: int | None = None
+
+
+@dataclass
 class RunState:
     """Given to lifecycle hooks: the live objects of a run and its history so far.
 

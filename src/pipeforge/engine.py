@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from pipeforge.checkpoint import Checkpoint, EpochProgress, restore_rng
-from pipeforge.context import BuildContext, Datasets, RunState
+from pipeforge.context import BuildContext, Datasets, RunState, StopRequest
 from pipeforge.distributed import Dist
 from pipeforge.errors import Interrupted, PluginError, UsageError
 from pipeforge.loaders import Batches, make_batches
@@ -23,13 +23,6 @@ from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe
 from pipeforge.rundir import RunDir
 from pipeforge.saver import Saver
-
-
-@dataclass
-class StopRequest:
-    """Set by whoever handles signals (the CLI); the loop checks it after every step."""
-
-    signal: int | None = None
 
 
 def fit(

@@ -227,7 +227,7 @@ def check_spec(kind: str, spec: ComponentSpec, path: str, registry: Registry) ->
     """Problems with one component table: an unknown name, or params that do not validate."""
     component = registry.find(kind, spec.name)
     if component is None:
-        hint = _did_you_mean(spec.name, registry.names(kind))
+        hint = did_you_mean(spec.name, registry.names(kind))
         if registry.conflict(kind, spec.name) or "." in spec.name:
             message = registry.why_missing(kind, spec.name)
         else:
@@ -254,7 +254,7 @@ def _check_nested(params: BaseModel, path: str, registry: Registry) -> list[Prob
     return problems
 
 
-def _did_you_mean(word: str, candidates: list[str]) -> str | None:
+def did_you_mean(word: str, candidates: list[str]) -> str | None:
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
@@ -284,7 +284,7 @@ def _problem(error: dict[str, Any], model: type[BaseModel], prefix: str = "") ->
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _fields_at(model, loc[:-1])
-        hint = _did_you_mean(str(loc[-1]), allowed) if allowed else None
+        hint = did_you_mean(str(loc[-1]), allowed) if allowed else None
         if hint is None and allowed:
             hint = f"allowed keys: {', '.join(allowed)}"
         return Problem(path, f"unknown key (found {_describe(error['input'])})", hint)

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from pipeforge import __version__
+from pipeforge.version import __version__
 from pipeforge.recipe import COMPONENT_TABLES, RunSection, TrainerSection
 from pipeforge.registry import KINDS, ComponentSpec, Registry, TransformSpec
 

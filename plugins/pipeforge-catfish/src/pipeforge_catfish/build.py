@@ -14,7 +14,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from pipeforge import BuildContext, DataError, Datasets
-from pipeforge_catfish.plugin import ImageFolderParams, SimpleNetParams
+from pipeforge_catfish.params import ImageFolderParams, SimpleNetParams
 
 LAYOUT = (
     "expected the layout root/<split>/<class>/<image>, e.g. root/train/cat/001.jpg and "
@@ -116,7 +116,7 @@ def _scan_split(folder: Path, classes: list[str]) -> tuple[list[tuple[Path, int]
                 f"catfish.image_folder: class folder {folder / name} has no image files "
                 f"({', '.join(IMG_EXTENSIONS)}); {LAYOUT}"
             )
-        bad = [(str(path), reason) for path in candidates if (reason := _unreadable(path))]
+        bad = [(str(path), reason) for path in candidates if (reason := unreadable(path))]
         if len(bad) == len(candidates):
             quoted = "; ".join(f"{Path(p).name}: {r}" for p, r in bad[:SHOWN_REASONS])
             raise DataError(
@@ -137,7 +137,7 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _unreadable(path: Path) -> str | None:
+def unreadable(path: Path) -> str | None:
     """Why `path` cannot be decoded, or None if it can.
 
     `Image.verify()` alone passes a truncated JPEG, so the whole image is decoded with

@@ -8,8 +8,8 @@ import torch
 from torchvision.transforms import v2
 
 from pipeforge import BuildContext, DataError
-from pipeforge_catfish.build import _unreadable
-from pipeforge_catfish.plugin import ImageFolderParams
+from pipeforge_catfish.build import unreadable
+from pipeforge_catfish.params import ImageFolderParams
 
 
 def read_images(params: ImageFolderParams, inputs: list[str], context: BuildContext) -> torch.Tensor:
@@ -22,7 +22,7 @@ def read_images(params: ImageFolderParams, inputs: list[str], context: BuildCont
         path = Path(name)
         if not path.is_file():
             raise DataError(f"{name}: no such image file")
-        reason = _unreadable(path)
+        reason = unreadable(path)
         if reason is not None:
             raise DataError(f"{name}: not a readable image ({reason})")
         with Image.open(path) as image:
