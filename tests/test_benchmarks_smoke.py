@@ -17,6 +17,8 @@ import torch
 
 from conftest import ROOT, cli_env
 
+pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
+
 WORKLOADS = ("W1", "W2", "W3", "W4")
 
 

@@ -22,6 +22,8 @@ PROBE_PLUGIN = '''
 import os, signal
 from pipeforge import hookimpl
 
+pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
+
 RANK = os.environ.get("RANK", "0")
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import ROOT, cli_env
 
+pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
+
 PLUGINS = sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
 PLUGIN_ENTRY = re.compile(r"pipeforge_[a-z]")  # pipeforge_<x> packages, dist-infos, .pth files
 

@@ -20,3 +20,12 @@ def test_ci_runs_exactly_the_readme_commands():
           if line.strip() and not line.startswith("#")]
     steps = [line for line in ci if line not in ("set -euo pipefail", 'cd "$(dirname "$0")/.."')]
     assert steps == readme_commands()
+
+
+def test_the_version_is_the_one_pyproject_declares():
+    import tomllib
+
+    import pipeforge
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert pipeforge.__version__ == declared

@@ -18,6 +18,8 @@ from conftest import cli_env, run_pipeforge
 from plugin_dists import make_dist, pip_install
 from pipeforge.plugins import discover
 
+pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
+
 GOOD_PLUGIN = '''
 from pipeforge import Component, Params, hookimpl
 from pydantic import Field
