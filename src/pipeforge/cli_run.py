@@ -75,6 +75,10 @@ def _launch(args: argparse.Namespace, recipe: Recipe) -> int:
     """`run --nproc-per-node N`: the same command under torch's launcher, run dir fixed first."""
     from pipeforge.distributed import launch
 
+    if recipe.trainer.strategy == "none":
+        # Refused here, once, before any process starts: under the launcher each rank would
+        # refuse it, and the first to exit can take rank 0 down before rank 0 says why.
+        raise UsageError('trainer.strategy is "none" but --nproc-per-node asks for several processes')
     argv = ["run"]
     if args.resume is not None:
         argv += ["--resume", str(args.resume)]
