@@ -14,6 +14,8 @@ import torch
 from conftest import RECIPES, cli_env, run_pipeforge
 from plugin_dists import make_dist, pip_install
 
+pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
+
 RECIPE = RECIPES / "popularity_mlp.toml"
 
 # A test-only entry-point plugin, steered by environment variables: dump each rank's final
@@ -21,8 +23,6 @@ RECIPE = RECIPES / "popularity_mlp.toml"
 PROBE_PLUGIN = '''
 import os, signal
 from pipeforge import hookimpl
-
-pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
 
 RANK = os.environ.get("RANK", "0")
 

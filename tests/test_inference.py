@@ -15,6 +15,8 @@ from PIL import Image
 from conftest import RECIPES, cli_env, run_pipeforge
 from datagen import FASHION_MNIST_CLASSES, write_fashion_mnist, write_popularity_csv
 
+pytestmark = pytest.mark.slow  # trains through subprocesses: `-m "not slow"` leaves it out
+
 ONNX_MISSING = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
 needs_onnx = pytest.mark.skipif(
     bool(ONNX_MISSING), reason=f"ONNX export needs pipeforge[onnx]; missing: {', '.join(ONNX_MISSING)}"

@@ -13,6 +13,8 @@ import pytest
 from conftest import RECIPES, run_pipeforge
 from datagen import write_image_folder
 
+pytestmark = pytest.mark.slow  # trains through subprocesses: `-m "not slow"` leaves it out
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover

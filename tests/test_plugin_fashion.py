@@ -12,6 +12,8 @@ import pytest
 from conftest import RECIPES, cli_env, run_pipeforge
 from datagen import write_fashion_mnist
 
+pytestmark = pytest.mark.slow  # trains through subprocesses: `-m "not slow"` leaves it out
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
