@@ -84,6 +84,11 @@ class TensorBoardLogger:
     def on_fit_start(self, state: RunState) -> None:
         self.directory = state.run_dir / "tensorboard"
         self.purge_step = state.global_step or None
+        # The file is made with its first value, but TensorBoard's modules (~50 ms) load now,
+        # before the loop, so the first epoch-end write does not stall training.
+        import tensorboard.summary.writer.record_writer  # noqa: F401
+        from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: F401
+
         self.written_at = time.monotonic()
 
     @hookimpl
