@@ -199,3 +199,17 @@ def test_a_checkpoint_is_refused_when_the_weights_broke_though_the_loss_did_not(
         saver.save(progress)
     saver.close()
     assert [p.name for p in checkpoint.step_files(tmp_path / "checkpoints")] == ["step-00000003.pt"]
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "name too long"])
+def test_a_run_dir_that_cannot_be_made_is_a_usage_error(case, tmp_path, pipeforge):
+    if case == "parent is a file":
+        (tmp_path / "file").write_text("mine")
+        target = tmp_path / "file" / "rd"
+    else:
+        target = tmp_path / ("x" * 300)
+    result = pipeforge("run", QUICKSTART, "--run-dir", target)
+    assert result.returncode == 2 and "cannot create the run dir" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr) < 4096
+    if case == "parent is a file":
+        assert (tmp_path / "file").read_text() == "mine"

@@ -57,15 +57,21 @@ class RunDir:
         """
         if path is None:
             path = default_path(run_name, root)
-        _refuse_if_taken(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         run_dir = cls(path)
         try:
-            path.mkdir()
-            run_dir.created = True
-        except FileExistsError:
-            pass
-        run_dir._acquire()
+            _refuse_if_taken(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir()
+                run_dir.created = True
+            except FileExistsError:
+                pass
+            run_dir._acquire()
+        except OSError as exc:  # a parent that is a file, a name too long, a read-only place…
+            if run_dir.created:
+                path.rmdir()
+            raise UsageError(f"cannot create the run dir {path}: {exc.strerror or exc}; "
+                             "choose another --run-dir") from None
         try:
             _refuse_if_taken(path, ignore=LOCK)
         except UsageError:
