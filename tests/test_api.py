@@ -75,3 +75,13 @@ def test_importing_pipeforge_imports_no_torch():
     code = "import sys, pipeforge; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_overrides_apply_to_a_validated_recipe_too(tmp_path):
+    from pipeforge.plugins import discover
+    from pipeforge.recipe import load_recipe
+
+    plugins = discover()
+    recipe = load_recipe(RECIPES / "quickstart.toml", plugins.registry, QUICK)
+    result = pipeforge.run(recipe, overrides=["trainer.epochs=1"], plugins=plugins)
+    assert [r["epoch"] for r in result.history] == [1]

@@ -26,7 +26,7 @@ from pipeforge.context import RunState, StopRequest
 from pipeforge.distributed import Dist
 from pipeforge.errors import Interrupted, UsageError
 from pipeforge.plugins import Plugins, discover
-from pipeforge.recipe import Recipe, load_recipe, resolved, validate_recipe
+from pipeforge.recipe import Recipe, apply_overrides, load_recipe, resolved, validate_recipe
 from pipeforge.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -188,14 +188,11 @@ def _discover() -> Plugins:
 
 
 def _recipe(recipe: Any, plugins: Plugins, overrides: Sequence[str]) -> Recipe:
-    if isinstance(recipe, Recipe):
-        if overrides:
-            return validate_recipe(recipe.model_dump(mode="json"), plugins.registry)
+    if isinstance(recipe, Recipe) and not overrides:
         return recipe
-    if isinstance(recipe, Mapping):
-        from pipeforge.recipe import apply_overrides
-
-        return validate_recipe(apply_overrides(dict(recipe), list(overrides)), plugins.registry)
+    if isinstance(recipe, (Recipe, Mapping)):
+        data = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else dict(recipe)
+        return validate_recipe(apply_overrides(data, list(overrides)), plugins.registry)
     return load_recipe(Path(recipe), plugins.registry, list(overrides))
 
 

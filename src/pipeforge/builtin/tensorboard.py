@@ -86,8 +86,11 @@ class TensorBoardLogger:
         self.purge_step = state.global_step or None
         # The file is made with its first value, but TensorBoard's modules (~50 ms) load now,
         # before the loop, so the first epoch-end write does not stall training.
-        import tensorboard.summary.writer.record_writer  # noqa: F401
-        from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: F401
+        import importlib
+
+        for module in ("tensorboard.compat.proto.event_pb2", "tensorboard.compat.proto.summary_pb2",
+                       "tensorboard.summary.writer.record_writer"):
+            importlib.import_module(module)
 
         self.written_at = time.monotonic()
 
