@@ -133,7 +133,7 @@ def test_predict_refuses_a_corrupt_image(fashion_run, tmp_path):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_predict_on_a_dataset_without_load_inputs(tmp_path):
+def test_predict_on_a_dataset_without_an_input_reader(tmp_path):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(
         '[run]\nname = "tiny"\n[dataset]\nname = "synthetic_classification"\nn_train = 64\n'
@@ -144,7 +144,7 @@ def test_predict_on_a_dataset_without_load_inputs(tmp_path):
     assert run_pipeforge("run", recipe, "--run-dir", run_dir, "--quiet").returncode == 0
     result = run_pipeforge("predict", run_dir, "[[1, 2, 3, 4]]")
     assert result.returncode == 2
-    assert "dataset synthetic_classification does not support predict" in result.stderr
+    assert "dataset 'synthetic_classification' does not support predict" in result.stderr
 
 
 # ------------------------------------------------------------------------------ evaluate

@@ -96,3 +96,51 @@ def test_the_checkpoint_keys_are_written_and_read_in_one_module():
             if isinstance(node, ast.Constant) and node.value in keys:
                 owners.add(path.name)
     assert owners == {"checkpoint.py"}
+
+
+# The flow, lowest layer first: a module may import its own layer or a lower one, never a
+# higher one (recipe → build → engine → run records → inference/export, the CLI on top). The
+# built-in plugin sits beside the contract: like any plugin it may import only that.
+LAYERS: dict[str, int] = {
+    **dict.fromkeys(["errors", "version", "atomic", "distributed", "loaders"], 0),  # foundations
+    **dict.fromkeys(["registry", "recipe", "context", "hookspecs", "plugins", "schema"], 1),  # contract
+    **dict.fromkeys(["checkpoint", "rundir", "saver"], 2),  # run records
+    "engine": 3,
+    **dict.fromkeys(["inference", "export"], 4),  # using a finished run
+    "api": 5,
+    **dict.fromkeys(["console", "cli_common", "cli_run", "cli_inference", "cli", "__main__", ""], 6),
+}
+PLUGIN_CONTRACT = {"errors", "registry", "context", "hookspecs", "version"}
+
+
+def layer_of(module: str) -> int | None:
+    short = module.removeprefix("pipeforge").removeprefix(".")
+    return None if short.startswith("builtin") else LAYERS[short]
+
+
+def test_every_module_is_placed_in_a_layer():
+    for module in import_graph(SRC):
+        short = module.removeprefix("pipeforge").removeprefix(".")
+        assert short.startswith("builtin") or short in LAYERS, f"{module}: add it to LAYERS"
+
+
+def test_no_module_imports_against_the_flow():
+    graph = import_graph(SRC)
+    upward = []
+    for module, imported in graph.items():
+        mine = layer_of(module)
+        for target in imported:
+            theirs = layer_of(target)
+            if mine is None:  # the built-in plugin: the public contract and itself only
+                short = target.removeprefix("pipeforge.")
+                if not (short.startswith("builtin") or short in PLUGIN_CONTRACT):
+                    upward.append(f"{module} -> {target} (a plugin may import only the contract)")
+            elif theirs is not None and theirs > mine:
+                upward.append(f"{module} (layer {mine}) -> {target} (layer {theirs})")
+    assert upward == []
+
+
+def test_every_module_says_what_it_owns():
+    for path in (SRC / "pipeforge").rglob("*.py"):
+        docstring = ast.get_docstring(ast.parse(path.read_text()))
+        assert docstring and len(docstring) > 20, f"{path.relative_to(SRC)} has no module docstring"

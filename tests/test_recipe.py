@@ -48,7 +48,7 @@ def test_good_recipe_fills_defaults(tmp_path, registry):
     recipe = load_recipe(write(tmp_path, GOOD), registry)
     assert recipe.loss.name == "cross_entropy"
     assert [m.name for m in recipe.metrics] == ["accuracy"]
-    out = resolved(recipe, registry)
+    out = resolved(recipe)
     assert out["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "dampening": 0.0, "nesterov": False}
     assert out["trainer"]["device"] == "auto"
 
@@ -113,7 +113,7 @@ def test_toml_syntax_error_names_the_file(tmp_path, registry):
 def test_overrides_are_toml_values_and_validated(tmp_path, registry):
     recipe = load_recipe(write(tmp_path, GOOD), registry, ["optimizer.lr=0.5", "trainer.epochs=3", "run.name=other"])
     assert recipe.trainer.epochs == 3 and recipe.run.name == "other"
-    assert resolved(recipe, registry)["optimizer"]["lr"] == 0.5
+    assert resolved(recipe)["optimizer"]["lr"] == 0.5
     (msg,) = problems(tmp_path, registry, GOOD, ["optimizer.lr=abc"])
     assert msg.startswith("optimizer.lr: expected a valid number") and "'abc'" in msg
 

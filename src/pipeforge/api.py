@@ -84,7 +84,7 @@ def run(recipe: str | Path | Mapping[str, Any] | Recipe, *, overrides: Sequence[
             raise
         dist.share(str(claimed.path))
         try:  # claim() locked the run dir: nothing of another process is ever discarded here
-            claimed.write_recipe(resolved(recipe, plugins.registry), _header(source, overrides, claimed.path))
+            claimed.write_recipe(resolved(recipe), _header(source, overrides, claimed.path))
             claimed.write_env(_environment(recipe, plugins, dist))
             return _fit(recipe, plugins, claimed, None, dist, callbacks, stop)
         except BaseException as exc:
@@ -114,9 +114,11 @@ def resume(run_dir: str | Path, *, overrides: Sequence[str] = (), recipe: str | 
     saved_path = run_dir / "recipe.toml"
     if not saved_path.is_file():
         raise UsageError(f"{run_dir} is not a pipeforge run dir (no recipe.toml)")
-    saved = resolved(load_recipe(saved_path, plugins.registry), plugins.registry)
-    wanted_recipe = load_recipe(Path(recipe) if recipe else saved_path, plugins.registry, list(overrides))
-    wanted = resolved(wanted_recipe, plugins.registry)
+    saved_recipe = load_recipe(saved_path, plugins.registry)
+    wanted_recipe = saved_recipe
+    if recipe is not None or overrides:
+        wanted_recipe = load_recipe(Path(recipe) if recipe else saved_path, plugins.registry, list(overrides))
+    saved, wanted = resolved(saved_recipe), resolved(wanted_recipe)
     changes = differences(saved, wanted)
     refused = [c for c in changes if c[0] not in RESUMABLE_CHANGES]
     if refused:
@@ -157,7 +159,7 @@ def evaluate(run_dir: str | Path, *, checkpoint: str | None = None, splits: Sequ
 
 def predict(run_dir: str | Path, inputs: Sequence[str], *, checkpoint: str | None = None,
             plugins: Plugins | None = None) -> list[Prediction]:
-    """Classify raw inputs (read by the dataset plugin's `load_inputs` hook), one per sample."""
+    """Classify raw inputs (read by the dataset component's input reader, `Component.read_inputs`), one per sample."""
     from pipeforge.inference import predict as predict_run
 
     return predict_run(Path(run_dir), plugins or _discover(), list(inputs), choice=checkpoint)
@@ -188,7 +190,7 @@ def _discover() -> Plugins:
 
 
 def _recipe(recipe: Any, plugins: Plugins, overrides: Sequence[str]) -> Recipe:
-    if isinstance(recipe, Recipe) and not overrides:
+    if isinstance(recipe, Recipe) and recipe.is_bound and not overrides:
         return recipe
     if isinstance(recipe, (Recipe, Mapping)):
         data = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else dict(recipe)

@@ -58,18 +58,21 @@ class BuildContext:
     def build(self, kind: str, spec: ComponentSpec | dict[str, Any]) -> Any:
         """Build a registered component of `kind` from a spec (`name` plus its params).
 
-        Used by builders for their sub-parts, e.g. a dataset building its transform list.
-        Raises `PluginError` if the name is not registered or the params do not validate
-        (the recipe validator normally catches both earlier, with the recipe location).
+        The engine builds every recipe table this way, and builders use it for their sub-parts
+        (e.g. a dataset building its transform list). A table from the recipe was validated,
+        and bound to its component, by the recipe validator; a spec a plugin makes itself is
+        validated here, with `PluginError` when the name is not registered or the params do
+        not validate.
         """
         if isinstance(spec, dict):
-            spec = ComponentSpec.model_validate(spec)
-        component = self.registry.get(kind, spec.name)
-        try:
-            params = component.params.model_validate(spec.params)
-        except ValidationError as exc:
-            raise PluginError(f"{kind} '{spec.name}': invalid params: {exc}") from exc
-        return component.builder()(params, self)
+            try:
+                spec = ComponentSpec.model_validate(spec)
+            except ValidationError as exc:
+                raise PluginError(f"{kind} spec {spec!r}: {exc}") from None
+        bound = spec.bound
+        if bound is None or bound.component.kind != kind:
+            bound = spec.bind(self.registry, kind)
+        return bound.build(self)
 
 
 @dataclass

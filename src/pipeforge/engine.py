@@ -19,7 +19,7 @@ from pipeforge.context import BuildContext, Datasets, RunState, StopRequest
 from pipeforge.distributed import Dist
 from pipeforge.errors import Interrupted, PluginError, UsageError
 from pipeforge.loaders import Batches, make_batches
-from pipeforge.plugins import Plugins
+from pipeforge.plugins import Plugins, register
 from pipeforge.recipe import Recipe
 from pipeforge.rundir import RunDir
 from pipeforge.saver import Saver
@@ -47,20 +47,23 @@ def fit(
     # The shuffle order has its own generator so that model code drawing random numbers
     # (dropout, augmentation) does not change which samples form a batch.
     order = torch.Generator().manual_seed(recipe.run.seed)
-    train, evaluations = split_batches(recipe, datasets, order, device, dist)
+    train = train_batches(recipe, datasets, order, device, dist)
+    evaluator = Evaluator.build(recipe, datasets, _eval_splits(recipe, datasets), parts.eval_forward,
+                                parts.loss_fn, parts.metrics, device, dist, train_key="train_eval")
 
     state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets)
-    saver = Saver(run_dir.path, state, trainer, list(evaluations), dist)
+    saver = Saver(run_dir.path, state, trainer, list(evaluator.batches), dist)
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
         progress = _restore(resume, state, dist)
         saver.restore(resume)
-    step = Step(parts.forward, parts.eval_forward, parts.loss_fn, optimizer, device, trainer.precision,
-                trainer.channels_last, dist)
+    step = Step(parts.forward, parts.loss_fn, optimizer, device, trainer.precision, trainer.channels_last, dist)
 
-    for plugin in [*parts.callbacks, *extra]:
-        plugins.manager.register(plugin)
+    hooked = [*zip(parts.callbacks, (f"callback '{spec.name}'" for spec in recipe.callbacks)),
+              *((plugin, f"{type(plugin).__name__} object") for plugin in extra)]
     try:
+        for plugin, label in hooked:
+            register(plugins.manager, plugin, label)
         hook.on_fit_start(state=state)
         for epoch in range(state.epoch + 1, trainer.epochs + 1):
             state.epoch = epoch
@@ -69,9 +72,8 @@ def fit(
             order.set_state(progress.order_state)
             train_loss = train_epoch(state, train, step, progress, hook, saver, stop)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
-            for split, batches in evaluations.items():
-                # Evaluating the training split must not overwrite the loss trained on.
-                split_metrics = evaluate(step, batches, parts.metrics, "train_eval" if split == "train" else split)
+            for split in evaluator.batches:
+                split_metrics = evaluator.run(split)
                 hook.on_validation_end(state=state, split=split, metrics=split_metrics)
                 row.update(split_metrics)
             row["lr"] = optimizer.param_groups[0]["lr"]
@@ -88,8 +90,9 @@ def fit(
     finally:
         saver.close()
         hook.on_fit_end(state=state)
-        for plugin in [*parts.callbacks, *extra]:
-            plugins.manager.unregister(plugin)
+        for plugin, _ in hooked:
+            if plugins.manager.is_registered(plugin):
+                plugins.manager.unregister(plugin)
     return state
 
 
@@ -109,22 +112,17 @@ class Parts:
 
 
 def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch.device, dist: Dist) -> Parts:
-    """Build the recipe's components through the hooks, in dependency order: a model may need
+    """Build the recipe's components from the registry, in dependency order: a model may need
     the data's classes, an optimizer the model. Callbacks exist on rank 0 only."""
-    hook = plugins.manager.hook
     context = BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir.path, recipe)
-    datasets = hook.build_dataset(spec=recipe.dataset, context=context)
-    context.datasets = _expect(datasets, Datasets, recipe.dataset.name)
+    context.datasets = datasets = build_datasets(context)
     if dist.is_main:
         run_dir.write_skipped(datasets.skipped)
-    model = hook.build_model(spec=recipe.model, context=context).to(device)
-    if recipe.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    context.model = model
-    loss_fn = hook.build_loss(spec=recipe.loss, context=context)
-    context.optimizer = optimizer = hook.build_optimizer(spec=recipe.optimizer, context=context)
-    scheduler = hook.build_scheduler(spec=recipe.scheduler, context=context) if recipe.scheduler else None
-    metrics = [context.build("metric", spec) for spec in recipe.metrics]
+    context.model = model = place_model(build_model(context), device, recipe)
+    loss_fn = context.build("loss", recipe.loss)
+    context.optimizer = optimizer = context.build("optimizer", recipe.optimizer)
+    scheduler = context.build("scheduler", recipe.scheduler) if recipe.scheduler else None
+    metrics = build_metrics(context)
     callbacks = [context.build("callback", spec) for spec in recipe.callbacks] if dist.is_main else []
     # Evaluation uses the plain module: its shards are uneven across ranks, and a DDP forward
     # would wait on the other ranks.
@@ -139,27 +137,50 @@ def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch
     return Parts(datasets, model, forward, eval_forward, loss_fn, optimizer, scheduler, metrics, callbacks)
 
 
-def split_batches(recipe: Recipe, datasets: Datasets, order: torch.Generator, device: torch.device,
-                  dist: Dist) -> tuple[Batches, dict[str, Batches]]:
-    """This rank's training batches (shuffled by `order`) and its batches of each evaluated split."""
+def build_datasets(context: BuildContext) -> Datasets:
+    """Build the recipe's `[dataset]`; anything but a `Datasets` is the plugin's error."""
+    spec = context.recipe.dataset
+    datasets = context.build("dataset", spec)
+    if not isinstance(datasets, Datasets):
+        raise PluginError(f"dataset '{spec.name}' returned {type(datasets).__name__}, expected pipeforge.Datasets")
+    return datasets
+
+
+def build_model(context: BuildContext) -> torch.nn.Module:
+    """Build the recipe's `[model]` (on the CPU); anything but a `torch.nn.Module` is the
+    plugin's error."""
+    spec = context.recipe.model
+    model = context.build("model", spec)
+    if not isinstance(model, torch.nn.Module):
+        raise PluginError(f"model '{spec.name}' returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def place_model(model: torch.nn.Module, device: torch.device, recipe: Recipe) -> torch.nn.Module:
+    """Move a model to the run's device, in channels-last format when the recipe asks for it."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if recipe.trainer.channels_last else model
+
+
+def build_metrics(context: BuildContext) -> list[Any]:
+    return [context.build("metric", spec) for spec in context.recipe.metrics]
+
+
+def train_batches(recipe: Recipe, datasets: Datasets, order: torch.Generator, device: torch.device,
+                  dist: Dist) -> Batches:
+    """This rank's training batches, shuffled by `order`."""
     trainer = recipe.trainer
-    shard = {"rank": dist.rank, "world": dist.world, "device": device, "num_workers": trainer.num_workers}
-    train = make_batches(_split(datasets, "train"), batch_size=trainer.batch_size, shuffle=trainer.shuffle,
-                         drop_last=trainer.drop_last, generator=order, **shard)
-    evaluations = {
-        split: make_batches(_split(datasets, split), batch_size=trainer.eval_batch_size or trainer.batch_size,
-                            shuffle=False, drop_last=False, generator=None, pad=False, **shard)
-        for split in _eval_splits(recipe, datasets)
-    }
-    return train, evaluations
+    return make_batches(_split(datasets, "train"), batch_size=trainer.batch_size, shuffle=trainer.shuffle,
+                        drop_last=trainer.drop_last, generator=order, device=device,
+                        num_workers=trainer.num_workers, rank=dist.rank, world=dist.world)
 
 
 @dataclass
 class Step:
-    """One forward/backward/update, with the recipe's precision and memory format."""
+    """One forward (and, with an optimizer, backward and update), with the recipe's precision
+    and memory format."""
 
     forward: Any
-    eval_forward: Any
     loss_fn: Any
     optimizer: Any
     device: torch.device
@@ -187,6 +208,38 @@ class Step:
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+
+@dataclass
+class Evaluator:
+    """Loss and metrics of a model on the splits it evaluates: after each epoch of a run, and
+    in `pipeforge evaluate`, with the same batches, precision and keys."""
+
+    step: Step
+    batches: dict[str, Batches]
+    metrics: list[Any]
+    train_key: str
+
+    @classmethod
+    def build(cls, recipe: Recipe, datasets: Datasets, splits: list[str], forward: Any, loss_fn: Any,
+              metrics: list[Any], device: torch.device, dist: Dist, train_key: str = "train") -> Evaluator:
+        """Unshuffled batches of each split (this rank's shard of it, unpadded, so every sample
+        counts once) at the eval batch size. The training split's keys start with `train_key`:
+        during a run that is `train_eval`, so evaluating it does not overwrite the loss trained on."""
+        trainer = recipe.trainer
+        batches = {
+            split: make_batches(_split(datasets, split), batch_size=trainer.eval_batch_size or trainer.batch_size,
+                                shuffle=False, drop_last=False, generator=None, pad=False, device=device,
+                                num_workers=trainer.num_workers, rank=dist.rank, world=dist.world)
+            for split in splits
+        }
+        step = Step(forward, loss_fn, None, device, trainer.precision, trainer.channels_last, dist)
+        return cls(step, batches, metrics, train_key)
+
+    def run(self, split: str) -> dict[str, float]:
+        """`{<key>_loss: …, <key>_<metric>: …}`, the key being the split's name (`train_key`
+        for the training split)."""
+        return evaluate(self.step, self.batches[split], self.metrics, self.train_key if split == "train" else split)
 
 
 def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochProgress,
@@ -225,7 +278,7 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
 @torch.no_grad()
 def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> dict[str, float]:
     """Loss and every metric over one split, as `{<split>_loss: …, <split>_<metric>: …}`."""
-    step.eval_forward.eval()
+    step.forward.eval()
     total = torch.zeros((), device=step.device)
     count = 0
     for metric in metrics:
@@ -233,7 +286,7 @@ def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> di
     for batch in batches.epoch():
         inputs, targets = step.inputs(*batch)
         with step.autocast():
-            outputs = step.eval_forward(inputs)
+            outputs = step.forward(inputs)
             total += step.loss_fn(outputs, targets).float() * targets.shape[0]
         count += targets.shape[0]
         for metric in metrics:
@@ -299,12 +352,6 @@ def _stop_requested(stop: StopRequest, dist: Dist, device: torch.device) -> bool
         return stop.signal is not None
     flag = torch.tensor([1.0 if stop.signal is not None else 0.0], device=device)
     return bool(dist.sum(flag).item() > 0)
-
-
-def _expect(value: Any, kind: type, name: str) -> Any:
-    if not isinstance(value, kind):
-        raise PluginError(f"dataset '{name}' returned {type(value).__name__}, expected {kind.__name__}")
-    return value
 
 
 def _split(datasets: Datasets, split: str) -> Any:

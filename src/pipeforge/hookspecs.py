@@ -5,9 +5,26 @@ in the `pipeforge` group) or an object (returned by a `callback` component) with
 decorated by `pipeforge.hookimpl` whose names and keyword arguments match the specs below. An
 implementation may accept any subset of a hook's arguments. All arguments are keyword-only.
 
-"first result wins" means pluggy stops at the first implementation that returns something other
-than None; built-in implementations are registered like any other plugin and resolve names
-through the component registry, so a recipe can only reach registered components.
+Every recipe table is built by the registered component it names (`Component.build`, called as
+`build(params, context)` with the validated params and a `BuildContext`), so a recipe can only
+reach registered components. What each kind's builder returns:
+
+- dataset: a `pipeforge.Datasets` (splits of map-style datasets yielding `(input, target)`);
+- model: a `torch.nn.Module` (the engine moves it to the device); `context.datasets` is built;
+- loss: a callable `loss(outputs, targets) -> 0-d tensor`;
+- optimizer: a `torch.optim.Optimizer` over `context.model.parameters()`;
+- scheduler: an LR scheduler of `context.optimizer`, stepped once per epoch;
+- metric: an object with `name`, `reset()`, `update(outputs, targets)`, `compute() -> float`,
+  and `all_reduce(sum_fn)` (used under data parallelism);
+- callback: an object whose methods implement lifecycle hooks below (`@pipeforge.hookimpl`);
+- transform: a callable applied to one sample.
+
+A dataset component may also have an input reader (`Component.read_inputs`), used by
+`pipeforge predict`: `read_inputs(params, inputs, context)` gets the run's validated dataset
+params, the INPUT arguments as given on the command line, and a `BuildContext` (its `datasets`
+holds the run's classes and no splits). It decides what an input is (a file path, or a literal
+such as `[[7.5, 3.0]]`) and returns one tensor batch whose first dimension is the number of
+samples; it raises `pipeforge.DataError` naming an input that cannot be read.
 """
 
 from __future__ import annotations
@@ -17,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from pipeforge.context import BuildContext, RunState
-    from pipeforge.registry import Component, ComponentSpec
+    from pipeforge.context import RunState
+    from pipeforge.registry import Component
 
 PROJECT = "pipeforge"
 
@@ -44,68 +61,6 @@ def register_components() -> list[Component]:
         plugin's entry-point name and a dot (`popularity.simplenet`).
 
     May be implemented by entry-point plugins only.
-    """
-
-
-# --------------------------------------------------------------------------------------------
-# Building: called once per run, in this order, after the recipe is validated.
-# --------------------------------------------------------------------------------------------
-
-
-@hookspec(firstresult=True)
-def build_dataset(spec: ComponentSpec, context: BuildContext) -> Any:
-    """Build the recipe's `[dataset]`: a `pipeforge.Datasets` holding the splits.
-
-    Stops at first non-None result. The built-in implementation builds the registered dataset
-    component named `spec.name` with its validated params.
-
-    :param spec: the `[dataset]` table (`spec.name`, `spec.params`).
-    :param context: the run's `BuildContext` (seed, device, run dir, `build()` for sub-parts).
-    """
-
-
-@hookspec(firstresult=True)
-def build_model(spec: ComponentSpec, context: BuildContext) -> Any:
-    """Build the recipe's `[model]`: a `torch.nn.Module` (moved to the device by the engine).
-
-    Stops at first non-None result. `context.datasets` is already built, so a model may read
-    e.g. the number of classes from it.
-
-    :param spec: the `[model]` table.
-    :param context: the run's `BuildContext`.
-    """
-
-
-@hookspec(firstresult=True)
-def build_loss(spec: ComponentSpec, context: BuildContext) -> Any:
-    """Build the recipe's `[loss]`: a callable `loss(outputs, targets) -> scalar tensor`.
-
-    Stops at first non-None result.
-
-    :param spec: the `[loss]` table (default `cross_entropy`).
-    :param context: the run's `BuildContext`, with `model` on its device.
-    """
-
-
-@hookspec(firstresult=True)
-def build_optimizer(spec: ComponentSpec, context: BuildContext) -> Any:
-    """Build the recipe's `[optimizer]` over `context.model`'s parameters.
-
-    Stops at first non-None result.
-
-    :param spec: the `[optimizer]` table.
-    :param context: the run's `BuildContext`, with `model` on its device.
-    """
-
-
-@hookspec(firstresult=True)
-def build_scheduler(spec: ComponentSpec, context: BuildContext) -> Any:
-    """Build the recipe's optional `[scheduler]` for `context.optimizer`; stepped once per epoch.
-
-    Stops at first non-None result. Not called when the recipe has no `[scheduler]`.
-
-    :param spec: the `[scheduler]` table.
-    :param context: the run's `BuildContext`, with `model` and `optimizer`.
     """
 
 
@@ -170,23 +125,16 @@ def on_fit_end(state: RunState) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Inference: called by `pipeforge predict` on a finished run.
+# Hooks of earlier versions, and what replaced them. A plugin that still implements one is
+# reported broken with this advice instead of being silently ignored.
 # --------------------------------------------------------------------------------------------
 
-
-@hookspec(firstresult=True)
-def load_inputs(spec: ComponentSpec, inputs: list[str], context: BuildContext) -> Any:
-    """Turn the raw inputs a user gives `pipeforge predict` into one batch for the model.
-
-    Stops at first non-None result. A dataset plugin implements this for its own datasets
-    (return None when `spec.name` is not one of yours) and decides what an input is: a file
-    path (an image, a CSV or JSON file) or a literal (e.g. `[[7.5, 3.0]]`). The outputs are
-    named with the run's class names.
-
-    :param spec: the run's `[dataset]` table, validated (`spec.name`, `spec.params`).
-    :param inputs: the INPUT arguments, as given on the command line.
-    :param context: a `BuildContext` for the run (no datasets are built).
-    :return: a tensor batch whose first dimension is the number of samples; raise
-        `pipeforge.DataError` naming the input when one cannot be read.
-    """
-
+REMOVED_HOOKS = {
+    **{
+        f"build_{kind}": f"every [{kind}] is built by the registered component it names; register "
+        f"a {kind} component (it may take another component's spec as a param to wrap it)"
+        for kind in ("dataset", "model", "loss", "optimizer", "scheduler")
+    },
+    "load_inputs": "give the dataset component an input reader: "
+    "Component(..., read_inputs=\"module:function\") called as read_inputs(params, inputs, context)",
+}

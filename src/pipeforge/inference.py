@@ -1,7 +1,7 @@
 """Using a finished run: evaluate its model and predict on new inputs (export: `export.py`).
 
-Everything is rebuilt from the run dir's `recipe.toml` through the same hooks the engine uses,
-then the chosen weights are loaded: the run's `model.pt` by default, `last` (the newest valid
+Everything is rebuilt from the run dir's `recipe.toml` with the engine's own builders and
+`Evaluator`, then the chosen weights are loaded: the run's `model.pt` by default, `last` (the newest valid
 step checkpoint), `best` (`checkpoints/best.pt`) or a file path. Every file is read with
 `torch.load(weights_only=True)`, so a file carrying pickled code is refused and runs nothing.
 Nothing here prints: the CLI (`cli_inference`) shows the results.
@@ -18,12 +18,12 @@ import torch
 from pipeforge import checkpoint
 from pipeforge.context import BuildContext, Datasets
 from pipeforge.distributed import Dist
-from pipeforge.engine import Step, evaluate, resolve_device, seed_everything
+from pipeforge.engine import (
+    Evaluator, build_datasets, build_metrics, build_model, place_model, resolve_device, seed_everything,
+)
 from pipeforge.errors import CheckpointError, DataError, PluginError, UsageError
-from pipeforge.loaders import make_batches
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe, load_recipe
-
 
 
 @dataclass
@@ -135,7 +135,7 @@ def load_run(run_dir: Path, plugins: Plugins, choice: str | None) -> LoadedRun:
     device = torch.device("cpu")
     context = build_context(run_dir, plugins, recipe, device)
     context.datasets = Datasets(splits={}, classes=weights.classes)
-    model = build_model(plugins, context, weights)
+    model = load_weights(context, weights)
     return LoadedRun(run_dir, recipe, context, weights, model, device)
 
 
@@ -145,15 +145,12 @@ def build_context(run_dir: Path, plugins: Plugins, recipe: Recipe, device: torch
     return BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir, recipe)
 
 
-def build_model(plugins: Plugins, context: BuildContext, weights: Weights) -> torch.nn.Module:
-    """Build the recipe's model through the `build_model` hook, load `weights`, set eval mode.
+def load_weights(context: BuildContext, weights: Weights) -> torch.nn.Module:
+    """Build the recipe's model, load `weights`, move it to the context's device, eval mode.
 
     Raises `CheckpointError` when the weights do not fit the model the recipe builds.
     """
-    recipe = context.recipe
-    model = plugins.manager.hook.build_model(spec=recipe.model, context=context)
-    if not isinstance(model, torch.nn.Module):
-        raise PluginError(f"model '{recipe.model.name}' built {type(model).__name__}, not a torch.nn.Module")
+    model = build_model(context)
     try:
         model.load_state_dict(weights.state_dict)
     except RuntimeError as exc:
@@ -162,7 +159,7 @@ def build_model(plugins: Plugins, context: BuildContext, weights: Weights) -> to
             f"{weights.path}: its weights do not fit the model that "
             f"{context.run_dir / 'recipe.toml'} builds: {detail}"
         ) from None
-    context.model = model = model.to(context.device).eval()
+    context.model = model = place_model(model, torch.device(context.device), context.recipe).eval()
     return model
 
 
@@ -180,49 +177,36 @@ def evaluate_run(run_dir: Path, plugins: Plugins, *, choice: str | None = None,
     recipe = read_recipe(run_dir, plugins)
     weights = choose_weights(run_dir, choice)  # a bad file is refused before the data is read
     device = resolve_device("cpu" if recipe.trainer.device == "cpu" else "auto")
-    hook = plugins.manager.hook
     context = build_context(run_dir, plugins, recipe, device)
-    datasets = hook.build_dataset(spec=recipe.dataset, context=context)
-    if not isinstance(datasets, Datasets):
-        raise PluginError(f"dataset '{recipe.dataset.name}' returned {type(datasets).__name__}, expected Datasets")
+    context.datasets = datasets = build_datasets(context)
     wanted = splits or [name for name in datasets.splits if name != "train"]
     missing = [name for name in wanted if name not in datasets.splits]
     if missing:
         raise UsageError(f"the dataset has no split {', '.join(missing)} (it has: {', '.join(datasets.splits)})")
-    context.datasets = datasets
-    model = build_model(plugins, context, weights)
-    loss_fn = hook.build_loss(spec=recipe.loss, context=context)
-    metrics = [context.build("metric", spec) for spec in recipe.metrics]
-    trainer = recipe.trainer
-    step = Step(forward=model, eval_forward=model, loss_fn=loss_fn, optimizer=None, device=device,
-                precision=trainer.precision, channels_last=trainer.channels_last, dist=Dist())
-    if trainer.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = load_weights(context, weights)
+    evaluator = Evaluator.build(recipe, datasets, wanted, model, context.build("loss", recipe.loss),
+                                build_metrics(context), device, Dist())
     results: dict[str, float] = {}
     for name in wanted:
-        batches = make_batches(
-            datasets.splits[name], batch_size=trainer.eval_batch_size or trainer.batch_size,
-            shuffle=False, drop_last=False, generator=None, device=device,
-            num_workers=trainer.num_workers,
-        )
-        results.update(evaluate(step, batches, metrics, name))
+        results.update(evaluator.run(name))
     return Evaluation(run_dir, weights.path, wanted, results, list(datasets.skipped))
 
 
 def predict(run_dir: Path, plugins: Plugins, inputs: list[str], *, choice: str | None = None) -> list[Prediction]:
-    """Classify raw inputs, read by the dataset plugin's `load_inputs` hook; one per sample.
+    """Classify raw inputs, read by the run's dataset component's `read_inputs`; one per sample.
 
-    Raises `UsageError` when no plugin reads inputs for the run's dataset, `DataError` (from
-    the plugin) naming an input that cannot be read.
+    Raises `UsageError` when the dataset has no input reader, `DataError` (from the plugin)
+    naming an input that cannot be read.
     """
     run = load_run(run_dir, plugins, choice)
-    spec = run.recipe.dataset
-    batch = plugins.manager.hook.load_inputs(spec=spec, inputs=list(inputs), context=run.context)
-    if batch is None:
+    bound = run.recipe.dataset.bound
+    reader = bound.component.reader()
+    if reader is None:
         raise UsageError(
-            f"dataset {spec.name} does not support predict: no installed plugin implements "
-            "the load_inputs hook for it"
+            f"dataset '{bound.component.name}' does not support predict: its component has no "
+            "input reader (read_inputs)"
         )
+    batch = reader(bound.params, list(inputs), run.context)
     if not isinstance(batch, torch.Tensor) or batch.dim() == 0 or batch.shape[0] == 0:
         raise DataError(f"no samples found in {', '.join(inputs)}")
     with torch.no_grad():

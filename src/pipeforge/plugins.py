@@ -3,11 +3,17 @@
 pluggy's own entry-point loader stops at the first plugin that fails to import and silently
 keeps the first of two same-named entry points. We load each entry point separately instead:
 a plugin that fails to import or register is marked broken (with its distribution and error)
-and the rest keep working; a name claimed twice is a conflict naming both claimants.
+and the rest keep working; a name claimed twice is a conflict naming both claimants. A hook
+implementation whose name is no pipeforge hook (a typo, or a hook of an earlier version) is an
+error naming the plugin and the closest real hook, never silently ignored; `register` applies
+the same check to the callback objects a run registers.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Iterable
@@ -16,6 +22,7 @@ import pluggy
 from pydantic import BaseModel
 
 from pipeforge import hookspecs
+from pipeforge.errors import PluginError
 from pipeforge.registry import KINDS, Component, PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "pipeforge"
@@ -81,7 +88,7 @@ def _load(
 ) -> None:
     try:
         module = ep.load()
-        manager.register(module, name=ep.name)
+        register(manager, module, f"plugin '{ep.name}'", name=ep.name)
         components = _collect(manager, ep.name)
         for component in components:
             _check(component, info)
@@ -94,6 +101,39 @@ def _load(
     info.components = components
     for component in components:
         registry.add(component, info)
+
+
+def register(manager: pluggy.PluginManager, plugin: object, label: str, name: str | None = None) -> None:
+    """Register `plugin`'s hook implementations; `PluginError` naming `label` when one has no
+    matching hook or takes an argument its hook does not have."""
+    try:
+        manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{label}: {_reason(exc)}") from None
+    wrong = [caller.name for caller in manager.get_hookcallers(plugin) or [] if caller.spec is None]
+    if wrong:
+        manager.unregister(plugin)
+        raise PluginError(f"{label}: " + "; ".join(_unknown_hook(hook) for hook in sorted(wrong)))
+
+
+def _unknown_hook(hook: str) -> str:
+    if hook in hookspecs.REMOVED_HOOKS:
+        return f"implements '{hook}', which pipeforge no longer calls: {hookspecs.REMOVED_HOOKS[hook]}"
+    known = sorted(name for name in vars(hookspecs) if hasattr(getattr(hookspecs, name), "pipeforge_spec"))
+    close = difflib.get_close_matches(hook, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"the hooks are: {', '.join(known)}"
+    return f"'{hook}' is not a pipeforge hook; {hint}"
+
+
+def _reason(exc: pluggy.PluginValidationError) -> str:
+    """pluggy names a plugin object by its id; say which hook and which arguments it passes."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    found = re.search(r"for hook '(\w+)'", lines[0]) if lines else None
+    spec = getattr(hookspecs, found.group(1), None) if found else None
+    if spec is None:
+        return " ".join(lines)
+    passed = ", ".join(inspect.signature(spec).parameters)
+    return f"{lines[-1]} ('{found.group(1)}' passes only: {passed or 'nothing'})"
 
 
 def _collect(manager: pluggy.PluginManager, plugin_name: str) -> list[Component]:

@@ -2,7 +2,9 @@
 
 Validation happens in two passes and collects every problem before reporting: first the
 recipe's own structure (`[run]`, `[trainer]`, which tables exist), then each component table
-against the parameter model of the component it names. Nothing here imports torch.
+against the parameter model of the component it names. That second pass binds every table
+(`ComponentSpec.bound`): the engine builds from, and `resolved()` writes, those validated params,
+so each component's params are validated once per recipe. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -126,6 +128,11 @@ class Recipe(Section):
                 found.append((table, kind, value))
         return found
 
+    @property
+    def is_bound(self) -> bool:
+        """Whether the recipe validator has bound every component table (see `validate_recipe`)."""
+        return all(spec.bound is not None for _, _, spec in self.component_specs())
+
 
 # ------------------------------------------------------------------------------ reading
 
@@ -190,7 +197,8 @@ def load_recipe(path: Path, registry: Registry, overrides: list[str] | None = No
 
 
 def validate_recipe(data: dict[str, Any], registry: Registry, source: str | None = None) -> Recipe:
-    """Validate parsed recipe data: its structure, then each component's params."""
+    """Validate parsed recipe data: its structure, then each component's params, binding every
+    component table to its validated params."""
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -238,6 +246,7 @@ def check_spec(kind: str, spec: ComponentSpec, path: str, registry: Registry) ->
         params = component.params.model_validate(spec.params)
     except ValidationError as exc:
         return [_problem(err, component.params, prefix=path) for err in exc.errors()]
+    spec.bind_validated(component, params)
     return _check_nested(params, path, registry)
 
 
@@ -335,22 +344,25 @@ def _model_in(annotation: Any) -> Any:
 # ------------------------------------------------------------------------------ resolved form
 
 
-def resolved(recipe: Recipe, registry: Registry) -> dict[str, Any]:
-    """The recipe with every default filled in, ready to be written as `recipe.toml`."""
+def resolved(recipe: Recipe) -> dict[str, Any]:
+    """The recipe with every default filled in, ready to be written as `recipe.toml`.
+
+    `recipe` must come from `validate_recipe`: the defaults are those of its bound params."""
     out: dict[str, Any] = {
         "run": recipe.run.model_dump(mode="json"),
         "trainer": recipe.trainer.model_dump(mode="json", exclude_none=True),
     }
-    for table, kind in COMPONENT_TABLES.items():
+    for table in COMPONENT_TABLES:
         value = getattr(recipe, table)
         if value is None:
             continue
         specs = value if isinstance(value, list) else [value]
-        dumped = [_resolved_spec(kind, spec, registry) for spec in specs]
+        dumped = [_resolved_spec(spec) for spec in specs]
         out[table] = dumped if isinstance(value, list) else dumped[0]
     return out
 
 
-def _resolved_spec(kind: str, spec: ComponentSpec, registry: Registry) -> dict[str, Any]:
-    params = registry.get(kind, spec.name).params.model_validate(spec.params)
-    return {"name": spec.name, **params.model_dump(mode="json", exclude_none=True)}
+def _resolved_spec(spec: ComponentSpec) -> dict[str, Any]:
+    if spec.bound is None:
+        raise ValueError(f"component '{spec.name}' was not validated; use validate_recipe()")
+    return {"name": spec.name, **spec.bound.params.model_dump(mode="json", exclude_none=True)}

@@ -5,6 +5,10 @@ A plugin returns `Component` objects from its `register_components` hook. Each o
 (kind, name) to exactly one component; a name claimed by two distributions is a conflict that
 names both, never a silent winner. Nothing here imports torch: builders may be given as
 "module:function" strings so that listing and validating never load the code that builds.
+
+Validating a recipe binds each of its component tables (`ComponentSpec`) to a `Bound`: the
+component it names and its params, validated once; building and writing the resolved recipe
+use that, so a mistake in a table is found, and reported with its recipe location, only there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from pipeforge.errors import PluginError
 
@@ -50,10 +54,33 @@ class ComponentSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
     kind: ClassVar[str] = ""
     name: str
+    _bound: Bound | None = PrivateAttr(default=None)
 
     @property
     def params(self) -> dict[str, Any]:
+        """The table's params as written (unvalidated); `bound.params` is the validated form."""
         return dict(self.model_extra or {})
+
+    @property
+    def bound(self) -> Bound | None:
+        """The component and validated params, once the recipe validator has checked this table."""
+        return self._bound
+
+    def bind(self, registry: Registry, kind: str) -> Bound:
+        """Validate this table against the registered `kind` component it names and keep the
+        result. Raises `PluginError` (unknown name, invalid params) for a table a plugin made;
+        the recipe validator checks recipe tables itself, to report their location."""
+        component = registry.get(kind, self.name)
+        try:
+            params = component.params.model_validate(self.params)
+        except ValidationError as exc:
+            raise PluginError(f"{kind} '{self.name}': invalid params: {exc}") from None
+        self._bound = Bound(component, params)
+        return self._bound
+
+    def bind_validated(self, component: Component, params: BaseModel) -> None:
+        """Record a validation the recipe validator made."""
+        self._bound = Bound(component, params)
 
 
 class TransformSpec(ComponentSpec):
@@ -75,6 +102,9 @@ class Component:
     - `params`: a `Params` subclass; its field descriptions are shown by `pipeforge show`.
     - `build`: a callable `build(params, context)` or a lazy "module:function" reference to one.
     - `description`: one line for `list-plugins` and `show`.
+    - `read_inputs` (datasets only, optional): a callable `read_inputs(params, inputs, context)`
+      or a "module:function" reference, used by `pipeforge predict` to turn its INPUT
+      arguments into one batch for the model; see `hookspecs.py` for the contract.
     """
 
     kind: str
@@ -82,19 +112,39 @@ class Component:
     params: type[BaseModel]
     build: Builder | str
     description: str = ""
+    read_inputs: Builder | str | None = None
 
     def builder(self) -> Builder:
         """Resolve `build` to a callable, importing its module if it was given lazily."""
-        if callable(self.build):
-            return self.build
-        module_name, _, attr = self.build.partition(":")
+        return self._resolve(self.build, "builder")
+
+    def reader(self) -> Builder | None:
+        """Resolve `read_inputs` like `builder`; None when the component has no input reader."""
+        return None if self.read_inputs is None else self._resolve(self.read_inputs, "input reader")
+
+    def _resolve(self, ref: Builder | str, role: str) -> Builder:
+        if callable(ref):
+            return ref
+        module_name, _, attr = ref.partition(":")
         try:
             return getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise PluginError(
-                f"{self.kind} '{self.name}': cannot load its builder '{self.build}': "
+                f"{self.kind} '{self.name}': cannot load its {role} '{ref}': "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A component table after validation: the component it names and its params instance."""
+
+    component: Component
+    params: BaseModel
+
+    def build(self, context: Any) -> Any:
+        """Call the component's builder with the validated params and a `BuildContext`."""
+        return self.component.builder()(self.params, context)
 
 
 @dataclass

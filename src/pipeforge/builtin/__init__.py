@@ -1,19 +1,15 @@
 """pipeforge's built-in plugin: optimizers, schedulers, losses, accuracy, TensorBoard, vision
 transforms, and a synthetic dataset with an MLP so a recipe runs with no download.
 
-It is registered through the `pipeforge` entry-point group exactly like a third-party plugin,
-and its build hooks are the default route from a recipe table to the registry. Builders are
-named lazily ("module:function") so that discovery never imports torch.
+It is registered through the `pipeforge` entry-point group exactly like a third-party plugin.
+Builders are named lazily ("module:function") so that discovery never imports torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from pipeforge.builtin import params as p
-from pipeforge.context import BuildContext
 from pipeforge.hookspecs import hookimpl
-from pipeforge.registry import Component, ComponentSpec, NoParams
+from pipeforge.registry import Component, NoParams
 
 _B = "pipeforge.builtin"
 
@@ -42,32 +38,3 @@ COMPONENTS = [
 @hookimpl
 def register_components() -> list[Component]:
     return COMPONENTS
-
-
-# The default build route: a recipe table → the registered component's builder. Marked
-# trylast so that a plugin implementing the same hook is asked first.
-
-
-@hookimpl(trylast=True)
-def build_dataset(spec: ComponentSpec, context: BuildContext) -> Any:
-    return context.build("dataset", spec)
-
-
-@hookimpl(trylast=True)
-def build_model(spec: ComponentSpec, context: BuildContext) -> Any:
-    return context.build("model", spec)
-
-
-@hookimpl(trylast=True)
-def build_loss(spec: ComponentSpec, context: BuildContext) -> Any:
-    return context.build("loss", spec)
-
-
-@hookimpl(trylast=True)
-def build_optimizer(spec: ComponentSpec, context: BuildContext) -> Any:
-    return context.build("optimizer", spec)
-
-
-@hookimpl(trylast=True)
-def build_scheduler(spec: ComponentSpec, context: BuildContext) -> Any:
-    return context.build("scheduler", spec)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pipeforge import BuildContext, Component, ComponentSpec, hookimpl
+from pipeforge import Component, hookimpl
 from pipeforge_catfish.params import ImageFolderParams, SimpleNetParams
 
 
@@ -20,17 +18,6 @@ def register_components() -> list[Component]:
             "dataset", "catfish.image_folder", ImageFolderParams,
             "pipeforge_catfish.build:build_image_folder",
             "Images in root/<split>/<class>/ (like ImageFolder); corrupt images are skipped and listed, never deleted.",
+            read_inputs="pipeforge_catfish.predict:read_images",
         ),
     ]
-
-
-@hookimpl
-def load_inputs(spec: ComponentSpec, inputs: list[str], context: BuildContext) -> Any:
-    """Images for `pipeforge predict`: each INPUT is an image file (any mode or size), read
-    with the run's own `dataset.transforms`; the output is the class folder's name."""
-    if spec.name != "catfish.image_folder":
-        return None
-    from pipeforge_catfish.predict import read_images
-
-    return read_images(ImageFolderParams.model_validate(spec.params), inputs, context)
-

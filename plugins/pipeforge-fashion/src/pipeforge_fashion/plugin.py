@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from pipeforge import Component, ComponentSpec, Params, hookimpl
+from pipeforge import Component, Params, hookimpl
 
 CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -39,17 +37,6 @@ def register_components() -> list[Component]:
         Component(
             "dataset", "fashion.fashion_mnist", FashionMNISTParams, "pipeforge_fashion.build:build_fashion_mnist",
             "Fashion-MNIST from <root>/FashionMNIST/raw, as 1x28x28 floats in [0, 1]; splits train/test.",
+            read_inputs="pipeforge_fashion.predict:read_images",
         ),
     ]
-
-
-@hookimpl
-def load_inputs(spec: ComponentSpec, inputs: list[str]) -> Any:
-    """Images for `pipeforge predict`: each INPUT is an image file PIL can read, made
-    grayscale and 28 x 28 like Fashion-MNIST (a light item on a dark background).
-    """
-    if spec.name != "fashion.fashion_mnist":
-        return None
-    from pipeforge_fashion.predict import read_images
-
-    return read_images(inputs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -13,11 +14,11 @@ from pipeforge import DataError
 SIZE = (28, 28)
 
 
-def read_images(inputs: list[str]) -> torch.Tensor:
-    """One float batch `N x 1 x 28 x 28` in [0, 1], as the dataset's `ToTensor()` images are.
-
-    Each input is made grayscale ("L") and resized to 28 x 28 (bilinear) when it is not
-    already. Raises `DataError` naming an input that is missing or not a readable image.
+def read_images(params: Any, inputs: list[str], context: Any) -> torch.Tensor:
+    """Images for `pipeforge predict`, as one float batch `N x 1 x 28 x 28` in [0, 1] like the
+    dataset's `ToTensor()` images: each INPUT is an image file PIL can read, made grayscale
+    ("L") and resized to 28 x 28 (bilinear) when it is not already (a light item on a dark
+    background, as in Fashion-MNIST). Raises `DataError` naming an input that is missing or not a readable image.
     """
     return torch.stack([_read_image(text) for text in inputs])
 

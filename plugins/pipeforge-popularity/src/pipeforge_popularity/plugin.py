@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field, field_validator
 
-from pipeforge import Component, ComponentSpec, Params, hookimpl
+from pipeforge import Component, Params, hookimpl
 
 CLASSES = ["Not Popular", "Popular"]
 
@@ -50,18 +48,6 @@ def register_components() -> list[Component]:
             "dataset", "popularity.products", ProductsParams,
             "pipeforge_popularity.build:build_products",
             "Random (price, rating) products labelled price + rating > 10; splits train/test.",
+            read_inputs="pipeforge_popularity.predict:read_products",
         ),
     ]
-
-
-@hookimpl
-def load_inputs(spec: ComponentSpec, inputs: list[str]) -> Any:
-    """Products for `pipeforge predict`: each INPUT is a CSV file (header `price,rating`), a
-    JSON file, or a JSON literal such as `'[[7.5, 3.0]]'`; JSON holds `[price, rating]` rows
-    or `{"price": …, "rating": …}` objects. All rows form one batch, in input order.
-    """
-    if spec.name != "popularity.products":
-        return None
-    from pipeforge_popularity.predict import read_products
-
-    return read_products(inputs)

@@ -16,8 +16,10 @@ FIELDS = ("price", "rating")
 EXAMPLE = "'[[7.5, 3.0]]'"
 
 
-def read_products(inputs: list[str]) -> torch.Tensor:
-    """All products the inputs hold, as one float32 batch of `[price, rating]` rows.
+def read_products(params: Any, inputs: list[str], context: Any) -> torch.Tensor:
+    """Products for `pipeforge predict`: each INPUT is a CSV file (header `price,rating`), a
+    JSON file, or a JSON literal such as `'[[7.5, 3.0]]'`; JSON holds `[price, rating]` rows
+    or `{"price": …, "rating": …}` objects. All rows form one float32 batch, in input order.
 
     An input that names an existing file is read by its content (JSON when it starts with
     `[` or the name ends in .json, else CSV); anything else must be a JSON literal. Raises
