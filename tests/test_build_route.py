@@ -113,3 +113,20 @@ def test_a_plugin_hook_typo_is_reported_broken_with_the_closest_hook(tmp_path, m
     (plugin,) = discover([entry]).registry.plugins
     assert plugin.status == "broken"
     assert "'register_componentz' is not a pipeforge hook; did you mean 'register_components'?" in plugin.error
+
+
+def test_evaluating_the_training_split_never_overwrites_the_loss_trained_on(tmp_path):
+    recipe = {**RECIPE, "trainer": {**RECIPE["trainer"], "eval_splits": ["train", "val"]}, "callbacks": []}
+    row = pipeforge.run(recipe, run_dir=tmp_path / "run").history[-1]
+    assert {"train_loss", "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy"} <= set(row)
+    assert row["train_eval_loss"] != row["train_loss"]  # after the epoch's updates vs during them
+
+
+def test_an_mlp_without_classes_names_the_recipe_key():
+    from pipeforge import RecipeError
+    from pipeforge.builtin import synthetic
+    from pipeforge.context import BuildContext
+
+    params = synthetic.p.MLPParams.model_validate({"in_features": 4})
+    with pytest.raises(RecipeError, match="model.out_features"):
+        synthetic.build_mlp(params, BuildContext(registry=None, seed=0, device="cpu"))

@@ -99,10 +99,12 @@ def on_batch_end(state: RunState, batch_index: int, loss: Any, batch_size: int) 
 
 @hookspec
 def on_validation_end(state: RunState, split: str, metrics: dict[str, float]) -> None:
-    """Called after each evaluation pass over a non-training split.
+    """Called after each evaluation pass over a split listed in `trainer.eval_splits`.
 
-    :param split: the split evaluated, e.g. "val" or "test".
-    :param metrics: this split's metrics, keyed `<split>_loss`, `<split>_accuracy`, ….
+    :param split: the split evaluated, e.g. "val" or "test" (or "train" when listed).
+    :param metrics: this split's metrics, keyed `<split>_loss`, `<split>_<metric name>`, …;
+        the training split's keys start with `train_eval_`, so that they never overwrite
+        `train_loss`, the mean loss trained on.
     """
 
 
@@ -111,8 +113,9 @@ def on_epoch_end(state: RunState, epoch: int, metrics: dict[str, float]) -> None
     """Called after each epoch's training and evaluation, once its metrics are recorded.
 
     :param epoch: the epoch just finished, counting from 1.
-    :param metrics: the row written to `metrics.jsonl`: `epoch`, `train_loss`, and
-        `<split>_<metric>` for every evaluated split.
+    :param metrics: the row written to `metrics.jsonl`: `epoch`, `train_loss`,
+        `<split>_loss` and `<split>_<metric name>` for every evaluated split (`train_eval_…`
+        for the training split), and `lr`.
     """
 
 

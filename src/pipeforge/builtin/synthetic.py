@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from pipeforge.builtin import params as p
 from pipeforge.context import BuildContext, Datasets
+from pipeforge.errors import Problem, RecipeError
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -30,7 +31,7 @@ def build_dataset(params: p.SyntheticClassificationParams, context: BuildContext
 def build_mlp(params: p.MLPParams, context: BuildContext) -> nn.Module:
     out_features = params.out_features or (context.datasets.num_classes if context.datasets else None)
     if out_features is None:
-        raise ValueError("mlp: set out_features; the dataset does not name its classes")
+        raise RecipeError([Problem("model.out_features", "required here: the dataset does not name its classes")])
     layers: list[nn.Module] = [nn.Flatten()]
     width = params.in_features
     for hidden in params.hidden:
