@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pipeforge.api import Result, evaluate, predict, resume, run
 from pipeforge.context import BuildContext, Datasets, RunState, StopRequest
+from pipeforge.contract import Callback, Metric
 from pipeforge.errors import (
     CheckpointError,
     DataError,
@@ -25,11 +26,13 @@ from pipeforge.version import __version__
 __all__ = [
     "__version__",
     "BuildContext",
+    "Callback",
     "CheckpointError",
     "Component",
     "ComponentSpec",
     "DataError",
     "Datasets",
+    "Metric",
     "NoParams",
     "Params",
     "PipeforgeError",

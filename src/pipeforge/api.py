@@ -52,6 +52,11 @@ class Result:
     state: RunState
 
     @property
+    def stop_reason(self) -> str | None:
+        """Why a callback stopped the run early (`state.request_stop`), or None."""
+        return self.state.stop_reason
+
+    @property
     def metrics(self) -> dict[str, Any]:
         """The last epoch's row of metrics.jsonl (empty if no epoch ran)."""
         return self.history[-1] if self.history else {}
@@ -228,6 +233,9 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, resume_from: Checkpo
     from pipeforge.engine import fit  # torch is imported from here on
 
     state = fit(recipe, plugins, run_dir, extra=list(callbacks), stop=stop, resume=resume_from, dist=dist)
+    if state.stop_reason is not None and dist.is_main:
+        log.info("stopped early after epoch %d (step %d): %s", state.epoch, state.global_step, state.stop_reason)
+        run_dir.update_env(stopped={"reason": state.stop_reason, "epoch": state.epoch, "step": state.global_step})
     return Result(run_dir.path, list(state.history), state)
 
 

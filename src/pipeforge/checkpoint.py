@@ -25,10 +25,11 @@ from pipeforge.version import __version__
 from pipeforge.errors import CheckpointError
 
 FORMAT = "pipeforge-checkpoint"
-# Version 1: pipeforge 0.1.0. A later version that adds fields must still read every earlier one
-# (tests/data/format1-run is a version-1 checkpoint kept for that).
-FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+# Version 1: pipeforge 0.1.0. Version 2 adds `callbacks` (each callback's state_dict). A later
+# version that adds fields must still read every earlier one (tests/data/format1-run is a
+# version-1 checkpoint kept for that).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -60,7 +61,8 @@ class Checkpoint:
 
     `epochs_done` counts finished epochs (a mid-epoch checkpoint continues epoch
     `epochs_done + 1` at `position`); `best` is the best value of the run's best metric so far;
-    `classes` and `example_input` (one training sample) are what predict and export need.
+    `classes` and `example_input` (one training sample) are what predict and export need;
+    `callbacks` maps a callback's key (`<index>.<name>` in the recipe) to its `state_dict()`.
     """
 
     recipe: dict[str, Any]
@@ -75,6 +77,7 @@ class Checkpoint:
     best: float | None = None
     classes: list[str] | None = None
     example_input: torch.Tensor | None = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         """The dict `torch.save` writes: tensors and plain values only."""
@@ -92,6 +95,7 @@ class Checkpoint:
             "best": self.best,
             "classes": self.classes,
             "example_input": self.example_input,
+            "callbacks": self.callbacks,
         }
 
     @classmethod
@@ -117,6 +121,7 @@ class Checkpoint:
                 global_step=int(payload["global_step"]), position=position, rng=payload["rng"],
                 history=list(payload["history"]), best=payload.get("best"),
                 classes=payload.get("classes"), example_input=payload.get("example_input"),
+                callbacks=dict(payload.get("callbacks") or {}),  # format 1 has none
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: a damaged pipeforge checkpoint: {_field_problem(exc)}") from None

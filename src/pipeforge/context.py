@@ -87,8 +87,10 @@ class StopRequest:
 class RunState:
     """Given to lifecycle hooks: the live objects of a run and its history so far.
 
-    `epoch` is the current epoch counting from 1 (0 before the first), `global_step` counts
-    optimizer steps since the start, and `history` holds every row written to metrics.jsonl.
+    `epoch` is the current epoch counting from 1 (0 before the first; on resume, the epochs
+    already done until the next one starts), `global_step` counts optimizer steps since the
+    start, and `history` holds every row written to metrics.jsonl. `stop_reason` is set once a
+    callback has called `request_stop`.
     """
 
     recipe: Recipe
@@ -101,3 +103,12 @@ class RunState:
     epoch: int = 0
     global_step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """End training early, as a finished run: after the current step (or, when asked in
+        `on_epoch_end`, after this epoch) the run evaluates, checkpoints, writes `model.pt` and
+        ends normally. `reason` is shown on the console and recorded in env.json. The first
+        request wins; later ones are ignored."""
+        if self.stop_reason is None:
+            self.stop_reason = str(reason) or "a callback asked to stop"

@@ -10,12 +10,14 @@ import math
 import random
 import signal
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
 from pipeforge.checkpoint import Checkpoint, EpochProgress, restore_rng
 from pipeforge.context import BuildContext, Datasets, RunState, StopRequest
+from pipeforge.contract import check_callback, check_metric
 from pipeforge.distributed import Dist
 from pipeforge.errors import Interrupted, PluginError, UsageError
 from pipeforge.loaders import Batches, make_batches
@@ -52,14 +54,17 @@ def fit(
                                 parts.loss_fn, parts.metrics, device, dist, train_key="train_eval")
 
     state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets)
-    saver = Saver(run_dir.path, state, trainer, list(evaluator.batches), dist)
+    saver = Saver(run_dir.path, state, trainer, list(evaluator.batches), dist, parts.callbacks, parts.labels)
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
         progress = _restore(resume, state, dist)
         saver.restore(resume)
+        for key, callback in parts.callbacks.items():
+            if key in resume.callbacks:
+                callback.load_state_dict(resume.callbacks[key])
     step = Step(parts.forward, parts.loss_fn, optimizer, device, trainer.precision, trainer.channels_last, dist)
 
-    hooked = [*zip(parts.callbacks, (f"callback '{spec.name}'" for spec in recipe.callbacks)),
+    hooked = [*((callback, parts.labels[key]) for key, callback in parts.callbacks.items()),
               *((plugin, f"{type(plugin).__name__} object") for plugin in extra)]
     try:
         for plugin, label in hooked:
@@ -83,8 +88,13 @@ def fit(
             if dist.is_main:
                 run_dir.append_metrics(row)
             progress = EpochProgress(order_state=order.get_state())
-            saver.epoch_done(progress, epoch)
             hook.on_epoch_end(state=state, epoch=epoch, metrics=row)
+            # After on_epoch_end, so the checkpoint holds what callbacks made of this epoch
+            # (an early-stopping counter) and a stop they asked for is the last epoch.
+            stopping = _stop_agreed(state, dist, device)
+            saver.epoch_done(progress, epoch, last=stopping)
+            if stopping:
+                break
         saver.write_model()
         saver.finish()
     finally:
@@ -108,7 +118,8 @@ class Parts:
     optimizer: Any
     scheduler: Any
     metrics: list[Any]
-    callbacks: list[Any]
+    callbacks: dict[str, Any]  # "<index>.<name>" in recipe.callbacks → the callback object
+    labels: dict[str, str]  # the same keys → how messages name the component
 
 
 def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch.device, dist: Dist) -> Parts:
@@ -122,8 +133,8 @@ def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch
     loss_fn = context.build("loss", recipe.loss)
     context.optimizer = optimizer = context.build("optimizer", recipe.optimizer)
     scheduler = context.build("scheduler", recipe.scheduler) if recipe.scheduler else None
-    metrics = build_metrics(context)
-    callbacks = [context.build("callback", spec) for spec in recipe.callbacks] if dist.is_main else []
+    metrics = build_metrics(context, dist)
+    callbacks, labels = build_callbacks(context) if dist.is_main else ({}, {})
     # Evaluation uses the plain module: its shards are uneven across ranks, and a DDP forward
     # would wait on the other ranks.
     forward = model
@@ -134,7 +145,7 @@ def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch
     eval_forward = model
     if recipe.trainer.compile:
         forward, eval_forward = torch.compile(forward), torch.compile(model)
-    return Parts(datasets, model, forward, eval_forward, loss_fn, optimizer, scheduler, metrics, callbacks)
+    return Parts(datasets, model, forward, eval_forward, loss_fn, optimizer, scheduler, metrics, callbacks, labels)
 
 
 def build_datasets(context: BuildContext) -> Datasets:
@@ -162,8 +173,39 @@ def place_model(model: torch.nn.Module, device: torch.device, recipe: Recipe) ->
     return model.to(memory_format=torch.channels_last) if recipe.trainer.channels_last else model
 
 
-def build_metrics(context: BuildContext) -> list[Any]:
-    return [context.build("metric", spec) for spec in context.recipe.metrics]
+def build_metrics(context: BuildContext, dist: Dist = Dist()) -> list[Any]:
+    """Build the recipe's `[[metrics]]`, each checked against the metric contract; two metrics
+    writing the same key are refused (the second would silently replace the first)."""
+    metrics, keys = [], {}
+    for index, spec in enumerate(context.recipe.metrics):
+        label = component_label(context, "metric", spec.name, f"metrics[{index}]")
+        metric = context.build("metric", spec)
+        check_metric(metric, label, data_parallel=dist.enabled)
+        if metric.name in keys:
+            raise PluginError(f"{keys[metric.name]} and {label} both record '<split>_{metric.name}'; "
+                              "remove one, or give one other params")
+        keys[metric.name] = label
+        metrics.append(metric)
+    return metrics
+
+
+def build_callbacks(context: BuildContext) -> tuple[dict[str, Any], dict[str, str]]:
+    """Build the recipe's `[[callbacks]]`, keyed `<index>.<name>` (the key their saved state
+    has in checkpoints), with the label messages name each by."""
+    callbacks, labels = {}, {}
+    for index, spec in enumerate(context.recipe.callbacks):
+        key = f"{index}.{spec.name}"
+        labels[key] = component_label(context, "callback", spec.name, f"callbacks[{index}]")
+        callbacks[key] = context.build("callback", spec)
+        check_callback(callbacks[key], labels[key])
+    return callbacks, labels
+
+
+def component_label(context: BuildContext, kind: str, name: str, where: str) -> str:
+    """How an error names a component: its name, where the recipe names it, its distribution."""
+    owner = context.registry.owner(kind, name)
+    origin = f", from {owner.distribution} {owner.version}" if owner is not None else ""
+    return f"{kind} '{name}' ({where}{origin})"
 
 
 def train_batches(recipe: Recipe, datasets: Datasets, order: torch.Generator, device: torch.device,
@@ -257,16 +299,19 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
         progress.samples += size
         progress.batches_done = batch_index + 1
         hook.on_batch_end(state=state, batch_index=batch_index, loss=loss, batch_size=size)
-        if stop is not None and _stop_requested(stop, step.dist, step.device):
+        signalled, requested = _stops(stop, state, step.dist, step.device)
+        if signalled:
             saver.save(progress)
             saver.finish()  # on disk before the process exits
-            name = signal.Signals(stop.signal or signal.SIGTERM).name
+            number = (stop.signal if stop is not None else None) or signal.SIGTERM
             raise Interrupted(
-                f"stopped by {name} in epoch {state.epoch} after step {state.global_step}; "
-                f"checkpoint written. Resume with: pipeforge run --resume {state.run_dir}",
-                stop.signal or signal.SIGTERM,
+                f"stopped by {signal.Signals(number).name} in epoch {state.epoch} after step "
+                f"{state.global_step}; checkpoint written. Resume with: pipeforge run --resume {state.run_dir}",
+                number,
             )
         saver.step_done(progress, inputs)
+        if requested:  # a callback's request: this epoch ends here, and the run after it
+            break
     # Every rank trained on its own shard: the epoch's loss is the mean over all of them.
     totals = step.dist.sum(torch.stack([progress.loss_sum, torch.tensor(float(progress.samples), device=step.device)]))
     mean = (totals[0] / totals[1].clamp(min=1)).item()
@@ -294,7 +339,7 @@ def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> di
     totals = step.dist.sum(torch.stack([total, torch.tensor(float(count), device=step.device)]))
     if step.dist.enabled:
         for metric in metrics:
-            metric.all_reduce(step.dist.sum)
+            metric.all_reduce(partial(_sum_on, step.dist, step.device))
     result = {f"{split}_loss": (totals[0] / totals[1].clamp(min=1)).item()}
     result.update({f"{split}_{metric.name}": metric.compute() for metric in metrics})
     return result
@@ -346,12 +391,37 @@ def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
     return torch.device("cuda", dist.local_rank)
 
 
-def _stop_requested(stop: StopRequest, dist: Dist, device: torch.device) -> bool:
-    """Whether to stop now; all ranks agree (a signal may reach them at different steps)."""
+def _stops(stop: StopRequest | None, state: RunState, dist: Dist, device: torch.device) -> tuple[bool, bool]:
+    """(a signal asks to stop, a callback asks to stop), the same on every rank: a signal may
+    reach the ranks at different steps, and callbacks run on rank 0 only. Under data
+    parallelism that takes a collective, so it is asked only when a stop can be signalled
+    (`stop` given, as the CLI always does); callbacks' requests then also count at epoch ends."""
+    signalled = stop is not None and stop.signal is not None
     if not dist.enabled:
-        return stop.signal is not None
-    flag = torch.tensor([1.0 if stop.signal is not None else 0.0], device=device)
-    return bool(dist.sum(flag).item() > 0)
+        return signalled, state.stop_reason is not None
+    if stop is None:
+        return False, False
+    flags = dist.sum(torch.tensor([float(signalled), float(state.stop_reason is not None)], device=device))
+    signalled, requested = (bool(flag > 0) for flag in flags.tolist())
+    if requested and state.stop_reason is None:
+        state.stop_reason = "requested on rank 0"
+    return signalled, requested
+
+
+def _stop_agreed(state: RunState, dist: Dist, device: torch.device) -> bool:
+    """Whether a callback asked to stop, agreed by every rank (one collective per epoch)."""
+    if not dist.enabled:
+        return state.stop_reason is not None
+    flag = dist.sum(torch.tensor([float(state.stop_reason is not None)], device=device))
+    if flag.item() > 0 and state.stop_reason is None:
+        state.stop_reason = "requested on rank 0"
+    return state.stop_reason is not None
+
+
+def _sum_on(dist: Dist, device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
+    """A metric's `sum_fn`: the sum over ranks, computed on the run's device (NCCL reduces only
+    CUDA tensors) and returned on the tensor's own device."""
+    return dist.sum(tensor.to(device)).to(tensor.device)
 
 
 def _split(datasets: Datasets, split: str) -> Any:

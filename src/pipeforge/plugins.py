@@ -22,6 +22,7 @@ import pluggy
 from pydantic import BaseModel
 
 from pipeforge import hookspecs
+from pipeforge.contract import HOOKS, Callback, overridden_hooks
 from pipeforge.errors import PluginError
 from pipeforge.registry import KINDS, Component, PluginInfo, Registry
 
@@ -41,9 +42,21 @@ class Plugins:
         return [p for p in self.registry.plugins if p.status != "ok"]
 
 
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, which also takes the hooks a `pipeforge.Callback` subclass overrides as
+    implementations, with no `@hookimpl` marker needed."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and isinstance(plugin, Callback) and name in overridden_hooks(plugin):
+            return pluggy.HookimplOpts(wrapper=False, hookwrapper=False, optionalhook=False,
+                                       tryfirst=False, trylast=False, specname=None)
+        return opts
+
+
 def new_manager() -> pluggy.PluginManager:
     """A plugin manager that knows pipeforge's hook specs and has no plugins yet."""
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager = _Manager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     return manager
 
@@ -111,6 +124,8 @@ def register(manager: pluggy.PluginManager, plugin: object, label: str, name: st
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{label}: {_reason(exc)}") from None
     wrong = [caller.name for caller in manager.get_hookcallers(plugin) or [] if caller.spec is None]
+    if isinstance(plugin, Callback):  # unmarked methods: a misspelled hook would be skipped
+        wrong += [name for name in dir(type(plugin)) if name.startswith("on_") and name not in HOOKS]
     if wrong:
         manager.unregister(plugin)
         raise PluginError(f"{label}: " + "; ".join(_unknown_hook(hook) for hook in sorted(wrong)))

@@ -153,6 +153,12 @@ class RunDir:
     def write_env(self, env: dict[str, Any]) -> None:
         self._write_new("env.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
 
+    def update_env(self, **fields: Any) -> None:
+        """Add `fields` to env.json (e.g. why a run stopped early), replacing it atomically."""
+        env = json.loads((self.path / "env.json").read_text(encoding="utf-8"))
+        env.update(fields)
+        self._replace("env.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
+
     def write_skipped(self, skipped: list[tuple[str, str]]) -> None:
         """List the inputs a dataset left out (rewritten when a run is resumed)."""
         if skipped:

@@ -17,6 +17,7 @@ import torch
 
 from pipeforge.atomic import fsync_dir, link_atomic, write_atomic
 from pipeforge.checkpoint import Checkpoint, EpochProgress, Position, capture_rng, step_files
+from pipeforge.contract import check_state
 from pipeforge.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ class Saver:
 
     INLINE_BYTES = 1 << 20  # states up to this size are serialised on the training thread
 
-    def __init__(self, run_dir: Path, state: RunState, trainer: Any, eval_splits: list[str], dist: Dist) -> None:
+    def __init__(self, run_dir: Path, state: RunState, trainer: Any, eval_splits: list[str], dist: Dist,
+                 callbacks: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> None:
         self.run_dir = run_dir
         self.directory = run_dir / "checkpoints"
         self.dist = dist
@@ -103,6 +105,8 @@ class Saver:
         self.device = torch.device(state.device)
         self.writer = BackgroundWriter()
         self.recipe = state.recipe.model_dump(mode="json")
+        self.callbacks = callbacks or {}  # key → callback whose `state_dict()` rides along
+        self.labels = labels or {}
 
     def restore(self, saved: Checkpoint) -> None:
         """Continue from `saved`: its best value so far and its example input."""
@@ -116,9 +120,10 @@ class Saver:
         if self.every_steps and self.state.global_step % self.every_steps == 0:
             self.save(progress)
 
-    def epoch_done(self, progress: EpochProgress, epoch: int) -> None:
-        """After an epoch's metrics are recorded: save if the cadence asks (always the last)."""
-        if epoch == self.last_epoch or (self.every_epochs and epoch % self.every_epochs == 0):
+    def epoch_done(self, progress: EpochProgress, epoch: int, last: bool = False) -> None:
+        """After an epoch's metrics are recorded: save if the cadence asks (always the last,
+        and always when `last`: the run stops after this epoch)."""
+        if last or epoch == self.last_epoch or (self.every_epochs and epoch % self.every_epochs == 0):
             self.save(progress, epoch_end=True)
 
     def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
@@ -160,6 +165,7 @@ class Saver:
             best=self.best,
             classes=state.datasets.classes,
             example_input=self.example,
+            callbacks=self.callback_states(),
         )
         path = self.directory / f"step-{state.global_step:08d}.pt"
         snapshot = serialize(saved.to_payload()) if inline else saved.to_payload()
@@ -172,6 +178,19 @@ class Saver:
             fsync_dir(self.directory)  # the new names (and the pruned ones) are durable together
 
         self.writer.submit(write)
+
+    def callback_states(self) -> dict[str, Any]:
+        """Each callback's `state_dict()` (those that have one), checked to be loadable with
+        `weights_only=True` and copied to the CPU."""
+        states = {}
+        for key, callback in self.callbacks.items():
+            method = getattr(callback, "state_dict", None)
+            if callable(method):
+                value = method()
+                check_state(value, self.labels.get(key, key))
+                if value:
+                    states[key] = cpu_copy(value)
+        return states
 
     def write_model(self) -> None:
         """Write the final weights as `model.pt` (rank 0), atomically, while the last

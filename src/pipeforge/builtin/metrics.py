@@ -1,22 +1,20 @@
-"""The built-in accuracy metric.
-
-A metric is an object with `name`, `reset()`, `update(outputs, targets)`, `compute() -> float`
-and, to work under data parallelism, `all_reduce(reduce)` which sums its state across ranks.
-It accumulates on the device so that evaluation syncs with the host once per split, not per batch.
-"""
+"""The built-in accuracy metric: a `pipeforge.Metric` whose state is two sums."""
 
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 
 from pipeforge.builtin import params as p
 from pipeforge.context import BuildContext
+from pipeforge.contract import Metric
 
 
-class Accuracy:
-    """Top-k accuracy over class logits; `name` is the key suffix in metrics (`val_accuracy`)."""
+class Accuracy(Metric):
+    """Top-k accuracy over class logits; `name` is the key suffix in metrics (`val_accuracy`).
+
+    The counts stay on the device, so evaluation waits for it once per split."""
+
+    sum_states = ("correct", "total")
 
     def __init__(self, top_k: int = 1) -> None:
         self.name = "accuracy" if top_k == 1 else f"top{top_k}_accuracy"
@@ -24,8 +22,8 @@ class Accuracy:
         self.reset()
 
     def reset(self) -> None:
-        self._correct: torch.Tensor | int = 0
-        self._total = 0
+        self.correct: torch.Tensor | int = 0
+        self.total = 0
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         if self.top_k == 1:
@@ -33,19 +31,13 @@ class Accuracy:
         else:
             k = min(self.top_k, outputs.shape[1])
             hits = (outputs.topk(k, dim=1).indices == targets.unsqueeze(1)).any(dim=1)
-        self._correct = self._correct + hits.sum()
-        self._total += targets.shape[0]
-
-    def all_reduce(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Combine the counts of every rank (data-parallel evaluation)."""
-        counts = torch.tensor([float(self._correct), float(self._total)])
-        counts = reduce(counts.to(self._correct.device) if torch.is_tensor(self._correct) else counts)
-        self._correct, self._total = counts[0], int(counts[1].item())
+        self.correct = self.correct + hits.sum()
+        self.total += targets.shape[0]
 
     def compute(self) -> float:
-        if self._total == 0:
+        if self.total == 0:
             return float("nan")
-        return float(self._correct) / self._total
+        return float(self.correct) / self.total
 
 
 def build_accuracy(params: p.AccuracyParams, context: BuildContext) -> Accuracy:
