@@ -200,3 +200,42 @@ def test_early_stopping_counters_survive_kill_and_resume(tmp_path, killer_env):
     theirs = torch.load(reference / "model.pt", weights_only=True)
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     assert json.loads((run_dir / "env.json").read_text())["stopped"]["epoch"] == len(rows)
+
+
+def readme_plugin_code() -> str:
+    """The README's metric-and-callback example, as written there."""
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### A metric and a callback"):]
+    return section.split("```python", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_metric_and_callback_work_as_written(tmp_path):
+    from pydantic import Field
+
+    from pipeforge import Params
+
+    namespace: dict = {}
+    exec(compile(readme_plugin_code(), "README.md", "exec"), namespace)
+
+    class TargetParams(Params):
+        target: float = Field(0.8)
+
+    plugins = with_component(Component("metric", "acme.balanced_accuracy", NoParams, namespace["build_balanced_accuracy"]))
+    plugins.registry.add(Component("callback", "acme.stop_at_accuracy", TargetParams, namespace["build_stop_at_accuracy"]),
+                         PluginInfo("acme", "pipeforge-acme", "1.2", "acme"))
+    recipe = {**RECIPE, "metrics": [{"name": "accuracy"}, {"name": "acme.balanced_accuracy"}],
+              "callbacks": [{"name": "acme.stop_at_accuracy", "target": 0.7}]}
+    result = pipeforge.run(recipe, run_dir=tmp_path / "run", plugins=plugins)
+    last = result.history[-1]
+    assert 0.7 <= last["val_accuracy"] and 0.5 < last["val_balanced_accuracy"] <= 1.0
+    assert all(row["val_accuracy"] < 0.7 for row in result.history[:-1])
+    assert result.stop_reason == "val_accuracy reached 0.7" and len(result.history) < 5
+    _, saved = latest_valid(tmp_path / "run" / "checkpoints")
+    assert saved.callbacks == {"0.acme.stop_at_accuracy": {"hits": 1}}
+    # Across processes: two ranks' sums are the sums of their states.
+    metric = namespace["BalancedAccuracy"](2)
+    metric.update(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 1]))
+    metric.all_reduce(lambda tensor: tensor * 2)
+    assert metric.hits.tolist() == [2.0, 0.0] and metric.counts.tolist() == [2.0, 2.0]

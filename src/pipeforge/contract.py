@@ -64,17 +64,24 @@ class Metric:
         """Combine every process's state. `sum_fn(tensor)` returns the sum of that tensor over
         all processes, on the tensor's device (a collective: every process calls it the same
         number of times with tensors of the same shape and dtype). The default sums the
-        attributes named in `sum_states`, in one call, and leaves them as Python numbers."""
+        attributes named in `sum_states` (numbers or tensors of any shape) in one call and
+        keeps each one's type, dtype and device."""
         import torch
 
         values = [getattr(self, attribute) for attribute in self.sum_states]
         if not values:
             return
         # float64 holds counts exactly up to 2**53; one host sync per split, not per batch.
-        totals = sum_fn(torch.tensor([float(value) for value in values], dtype=torch.float64)).tolist()
-        for attribute, value, total in zip(self.sum_states, values, totals):
-            integral = isinstance(value, int) or (isinstance(value, torch.Tensor) and not value.is_floating_point())
-            setattr(self, attribute, int(total) if integral else total)
+        parts = [torch.as_tensor(value, dtype=torch.float64).detach().cpu() for value in values]
+        totals = sum_fn(torch.cat([part.reshape(-1) for part in parts]))
+        offset = 0
+        for attribute, value, part in zip(self.sum_states, values, parts):
+            total = totals[offset:offset + part.numel()].reshape(part.shape)
+            offset += part.numel()
+            if isinstance(value, torch.Tensor):
+                setattr(self, attribute, total.to(dtype=value.dtype, device=value.device))
+            else:
+                setattr(self, attribute, type(value)(total.item()))
 
 
 class Callback:
