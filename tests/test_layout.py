@@ -103,12 +103,15 @@ def test_the_checkpoint_keys_are_written_and_read_in_one_module():
 # built-in plugin sits beside the contract: like any plugin it may import only that.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["errors", "version", "atomic", "distributed", "loaders"], 0),  # foundations
-    **dict.fromkeys(["registry", "recipe", "context", "contract", "hookspecs", "plugins", "schema"], 1),  # contract
+    **dict.fromkeys(["registry", "recipe", "recipe_file", "context", "contract", "hookspecs", "plugins", "schema"], 1),  # contract
     **dict.fromkeys(["checkpoint", "rundir", "saver"], 2),  # run records
     "engine": 3,
     **dict.fromkeys(["inference", "export"], 4),  # using a finished run
     "api": 5,
     **dict.fromkeys(["console", "cli_common", "cli_run", "cli_inference", "cli", "__main__", ""], 6),
+    # The plugin author's kit and its commands: beside the CLI, on top of api/plugins/contract.
+    **dict.fromkeys(["cli_kit", "kit", "kit.scaffold", "kit.check", "kit.report", "kit.components",
+                     "kit.probe", "kit.pytest_plugin"], 6),
 }
 PLUGIN_CONTRACT = {"errors", "registry", "context", "contract", "hookspecs", "version"}
 

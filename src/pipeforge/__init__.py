@@ -20,7 +20,7 @@ from pipeforge.errors import (
     UsageError,
 )
 from pipeforge.hookspecs import hookimpl
-from pipeforge.registry import Component, ComponentSpec, NoParams, Params, TransformSpec
+from pipeforge.registry import Component, ComponentSpec, FiniteFloat, Int64, NoParams, Params, TransformSpec
 from pipeforge.version import __version__
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "ComponentSpec",
     "DataError",
     "Datasets",
+    "FiniteFloat",
+    "Int64",
     "Metric",
     "NoParams",
     "Params",

@@ -22,7 +22,7 @@ from pipeforge.distributed import Dist
 from pipeforge.errors import Interrupted, PluginError, UsageError
 from pipeforge.loaders import Batches, make_batches
 from pipeforge.plugins import Plugins, register
-from pipeforge.recipe import Recipe
+from pipeforge.recipe import Recipe, check_against_data
 from pipeforge.rundir import RunDir
 from pipeforge.saver import Saver
 
@@ -52,6 +52,8 @@ def fit(
     train = train_batches(recipe, datasets, order, device, dist)
     evaluator = Evaluator.build(recipe, datasets, _eval_splits(recipe, datasets), parts.eval_forward,
                                 parts.loss_fn, parts.metrics, device, dist, train_key="train_eval")
+    # What `validate` could not know (the data's splits and classes), before any step runs.
+    check_against_data(recipe, list(evaluator.batches), datasets.num_classes, [m.name for m in parts.metrics])
 
     state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets)
     saver = Saver(run_dir.path, state, trainer, list(evaluator.batches), dist, parts.callbacks, parts.labels)

@@ -27,22 +27,43 @@ class UsageError(PipeforgeError):
     exit_code = EXIT_USAGE
 
 
+# A message is read by a person: however large the input, it stays a few lines long.
+SHOWN_CHARS = 80  # of one value quoted in a message
+LINE_CHARS = 400  # of one rendered problem
+LISTED_CHARS = 3000  # of all listed problems together; the rest are counted, not shown
+
+
+def shorten(text: str, limit: int = SHOWN_CHARS, *, keep_end: bool = False) -> str:
+    """`text`, cut to at most `limit` characters with an ellipsis when it is longer; `keep_end`
+    keeps its end instead of its start (for a file path, whose name is at the end)."""
+    if len(text) <= limit:
+        return text
+    return "…" + text[len(text) - limit + 1 :] if keep_end else text[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a recipe: where (dotted path), what is wrong, and a hint."""
+    """One thing wrong with a recipe: where (dotted path, `--set …`, or a line and column of the
+    file; empty when the whole file is meant), what is wrong, and a hint."""
 
     path: str
     message: str
     hint: str | None = None
 
     def render(self, source: str | None = None) -> str:
-        where = f"{source}: {self.path}" if source else self.path
-        text = f"{where}: {self.message}"
-        return f"{text}; {self.hint}" if self.hint else text
+        """`source: path: message; hint`, at most `LINE_CHARS` long (a huge key or value in the
+        recipe is shown cut, never whole)."""
+        where = [shorten(source, 200, keep_end=True)] if source else []
+        where += [shorten(self.path, 200)] if self.path else []
+        text = ": ".join([*where, self.message])
+        return shorten(f"{text}; {self.hint}" if self.hint else text, LINE_CHARS)
 
 
 class RecipeError(PipeforgeError):
-    """A recipe (file or --set override) is malformed or names what is not registered."""
+    """A recipe (file or --set override) is malformed or names what is not registered.
+
+    `problems` holds every problem found; the message lists as many as fit in a few KB and
+    counts the rest."""
 
     exit_code = EXIT_USAGE
 
@@ -53,9 +74,19 @@ class RecipeError(PipeforgeError):
 
     def _summary(self) -> str:
         count = len(self.problems)
-        head = f"{self.source or 'recipe'}: {count} problem{'s' if count != 1 else ''}"
-        lines = "\n".join(f"  - {p.render()}" for p in self.problems)
-        return f"{head}\n{lines}"
+        head = f"{shorten(self.source or 'recipe', 200, keep_end=True)}: {count:,} problem{'s' if count != 1 else ''}"
+        lines: list[str] = []
+        used = 0
+        for problem in self.problems:
+            line = f"  - {problem.render()}"
+            if used + len(line) > LISTED_CHARS:
+                break
+            lines.append(line)
+            used += len(line) + 1
+        if len(lines) < count:
+            rest = count - len(lines)
+            lines.append(f"  … and {rest:,} more problem{'s' if rest != 1 else ''}")
+        return "\n".join([head, *lines])
 
 
 class PluginError(PipeforgeError):

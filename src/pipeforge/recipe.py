@@ -1,28 +1,29 @@
-"""Recipes: read a TOML file, apply `--set` overrides, and validate it against the registry.
+"""Recipes: what a recipe holds, and validating it against the registry (`load_recipe` reads
+the file and applies `--set` overrides through `recipe_file`, then validates).
 
 Validation happens in two passes and collects every problem before reporting: first the
 recipe's own structure (`[run]`, `[trainer]`, which tables exist), then each component table
 against the parameter model of the component it names. That second pass binds every table
 (`ComponentSpec.bound`): the engine builds from, and `resolved()` writes, those validated params,
 so each component's params are validated once per recipe. Nothing here imports torch.
+
+Input is hostile until checked: a file in another encoding, arrays nested a thousand deep,
+a megabyte value or twenty thousand bad items each give a `RecipeError` of a few lines that
+names the place (file, line and column, dotted key, or `--set` text), never another exception.
 """
 
 from __future__ import annotations
 
 import difflib
-import sys
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from pipeforge.errors import Problem, RecipeError
-from pipeforge.registry import ComponentSpec, Registry
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from pipeforge.errors import Problem, RecipeError, UsageError, shorten
+# Reading lives in recipe_file; apply_overrides and read_toml are imported from here too.
+from pipeforge.recipe_file import MAX_DEPTH, TOO_DEEP, apply_overrides, parse_override, read_toml  # noqa: F401
+from pipeforge.registry import INT64_MAX, INT64_MIN, ComponentSpec, Params, Registry
 
 # Which registry kind each recipe table names.
 COMPONENT_TABLES: dict[str, str] = {
@@ -36,27 +37,33 @@ COMPONENT_TABLES: dict[str, str] = {
 }
 
 
+# A split's name becomes part of metric keys (`val_loss`) and, for some datasets, a folder name.
+SplitName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A table of pipeforge's own: as strict as component params (see `pipeforge.Params`)."""
+
+    model_config = Params.model_config
 
 
 class RunSection(Section):
     """`[run]`: what the run is called and how it is seeded."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100,
         description="Run name; the default run dir is runs/<name>-<timestamp>/.",
     )
-    seed: int = Field(0, description="Seeds python, numpy and torch, and the data order.")
+    seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX, description="Seeds python, numpy and torch, and the data order.")
 
 
 class TrainerSection(Section):
     """`[trainer]`: how the loop runs."""
 
-    epochs: int = Field(1, ge=1, description="Training epochs.")
-    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    epochs: int = Field(1, ge=1, le=1_000_000, description="Training epochs.")
+    batch_size: int = Field(32, ge=1, le=2**24, description="Training batch size.")
     eval_batch_size: int | None = Field(
-        None, ge=1, description="Batch size for evaluation; defaults to batch_size."
+        None, ge=1, le=2**24, description="Batch size for evaluation; defaults to batch_size."
     )
     shuffle: bool = Field(True, description="Reshuffle the training split every epoch.")
     drop_last: bool = Field(False, description="Drop the last incomplete training batch.")
@@ -68,21 +75,22 @@ class TrainerSection(Section):
         'in-memory tensors; "auto": one less than the CPUs (at most 4). Bitwise-exact resume of '
         "randomly augmented data needs 0.",
     )
-    eval_splits: list[str] | None = Field(
+    eval_splits: list[SplitName] | None = Field(
         None, description="Splits evaluated after each epoch; default: every split but train."
     )
     checkpoint_every_steps: int | None = Field(
         None, ge=1, description="Also checkpoint every N optimizer steps (besides the epoch-end checkpoints)."
     )
     checkpoint_every_epochs: int = Field(
-        1, ge=0, description="Checkpoint every N epochs and after the last one (0: only after the "
+        1, ge=0, le=1_000_000, description="Checkpoint every N epochs and after the last one (0: only after the "
         "last); best.pt is chosen among the checkpointed epochs. Raise it for short epochs, where "
         "writing checkpoints takes a large share of the time.",
     )
-    keep_checkpoints: int = Field(2, ge=1, description="Step checkpoints kept (plus best.pt).")
+    keep_checkpoints: int = Field(2, ge=1, le=10_000, description="Step checkpoints kept (plus best.pt).")
     best_metric: str | None = Field(
-        None, description='Metric that picks best.pt, e.g. "val_accuracy"; default: the first '
-        "evaluated split's loss. Losses are minimised, everything else maximised.",
+        None, min_length=1, max_length=200, description='Metric that picks best.pt, e.g. "val_accuracy"; default: the first '
+        "evaluated split's loss. Losses are minimised, everything else maximised. It must be a "
+        "key the run writes: <split>_loss or <split>_<metric> of an evaluated split, or train_loss.",
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description='"bf16" runs forward passes under torch.autocast in bfloat16.'
@@ -96,8 +104,16 @@ class TrainerSection(Section):
         '"ddp": require such a launch; "none": refuse one. batch_size is per process.',
     )
     dist_timeout_s: float = Field(
-        300.0, gt=0, description="Seconds a collective may wait for other ranks before the job fails."
+        300.0, gt=0, le=30 * 86400, description="Seconds a collective may wait for other ranks before the job fails."
     )
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        # Checked before the union, whose own errors would name each of its members.
+        if value == "auto" or (type(value) is int and 0 <= value <= 256):
+            return value
+        raise ValueError(f'expected "auto" or an integer from 0 to 256, found {_describe(value)}')
 
 
 class Recipe(Section):
@@ -134,84 +150,61 @@ class Recipe(Section):
         return all(spec.bound is not None for _, _, spec in self.component_specs())
 
 
-# ------------------------------------------------------------------------------ reading
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a recipe file; a missing file or a TOML syntax error is a `RecipeError`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RecipeError([Problem("", f"cannot read recipe: {exc.strerror}")], str(path)) from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError([Problem("", f"not valid TOML: {exc}")], str(path)) from exc
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b=VALUE` into its key path and VALUE, read as TOML (else kept as a string)."""
-    key, sep, raw = text.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(p.strip() for p in parts):
-        raise RecipeError(
-            [Problem(f"--set {text}", "expected KEY=VALUE with a dotted KEY, e.g. optimizer.lr=0.1")]
-        )
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return [p.strip() for p in parts], value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply each `--set` to the parsed recipe in place; integer keys index arrays."""
-    for text in overrides:
-        parts, value = parse_override(text)
-        node: Any = data
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                index: Any = int(part)
-            elif isinstance(node, dict):
-                index = part
-            else:
-                where = ".".join(parts[:depth]) or "(top)"
-                raise RecipeError([Problem(f"--set {text}", f"'{where}' is not a table")])
-            if last:
-                node[index] = value
-            else:
-                if isinstance(node, dict) and index not in node:
-                    node[index] = {}
-                node = node[index]
-    return data
-
-
 # ------------------------------------------------------------------------------ validation
 
 
 def load_recipe(path: Path, registry: Registry, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file. Raises `RecipeError` with every problem."""
-    data = apply_overrides(read_toml(path), list(overrides or []))
+    data = read_toml(path)
+    try:
+        apply_overrides(data, list(overrides or []))
+    except RecipeError as exc:  # the override is the place; the file says which recipe
+        raise RecipeError(exc.problems, str(path)) from None
     return validate_recipe(data, registry, source=str(path))
 
 
 def validate_recipe(data: dict[str, Any], registry: Registry, source: str | None = None) -> Recipe:
-    """Validate parsed recipe data: its structure, then each component's params, binding every
-    component table to its validated params."""
+    """Validate parsed recipe data: its shape (nesting, 64-bit integers), its structure, then
+    each component's params, binding every component table to its validated params, and last
+    what depends on several tables (`trainer.best_metric`, a metric's `top_k`)."""
+    if not isinstance(data, dict):
+        raise RecipeError([Problem("", f"expected a table of tables, found {_describe(data)}")], source)
+    problems = check_shape(data)
+    if problems:  # deeper checks would recurse through what is too deep
+        raise RecipeError(problems, source)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(err, Recipe) for err in exc.errors()]
+        problems = _problems(exc, Recipe)
         # Component tables that did parse can still be checked, so all problems show at once.
         problems += _check_raw_components(data, registry, skip={p.path.split(".")[0] for p in problems})
         raise RecipeError(problems, source) from None
     problems = []
     for path, kind, spec in recipe.component_specs():
         problems += check_spec(kind, spec, path, registry)
+    if not problems:
+        problems = check_across(recipe)
     if problems:
         raise RecipeError(problems, source)
     return recipe
+
+
+def check_shape(data: dict[str, Any]) -> list[Problem]:
+    """What TOML itself rules out but Python's parser lets through: nesting deeper than
+    `MAX_DEPTH`, integers beyond 64 bits. Walks without recursion, so any depth is safe."""
+    problems: list[Problem] = []
+    stack: list[tuple[Any, list[Any]]] = [(data, [])]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if len(loc) >= MAX_DEPTH:
+                problems.append(Problem(_dotted(loc), TOO_DEEP))
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((item, [*loc, key]) for key, item in items)
+        elif type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            problems.append(Problem(_dotted(loc), f"expected an integer within 64 bits (TOML's range), found {_describe(value)}"))
+    return sorted(problems, key=lambda p: p.path)
 
 
 def _check_raw_components(data: dict[str, Any], registry: Registry, skip: set[str]) -> list[Problem]:
@@ -239,13 +232,13 @@ def check_spec(kind: str, spec: ComponentSpec, path: str, registry: Registry) ->
         if registry.conflict(kind, spec.name) or "." in spec.name:
             message = registry.why_missing(kind, spec.name)
         else:
-            message = f"no {kind} named '{spec.name}' is registered"
+            message = f"no {kind} named '{shorten(spec.name)}' is registered"
         hint = hint or "run `pipeforge list-plugins` to see what is installed"
         return [Problem(f"{path}.name", message, hint)]
     try:
         params = component.params.model_validate(spec.params)
     except ValidationError as exc:
-        return [_problem(err, component.params, prefix=path) for err in exc.errors()]
+        return _problems(exc, component.params, prefix=path)
     spec.bind_validated(component, params)
     return _check_nested(params, path, registry)
 
@@ -263,7 +256,81 @@ def _check_nested(params: BaseModel, path: str, registry: Registry) -> list[Prob
     return problems
 
 
+# ------------------------------------------------------------------------------ across tables
+
+
+def check_across(recipe: Recipe) -> list[Problem]:
+    """Problems no single table shows, checked as far as the recipe alone tells: a
+    `trainer.best_metric` the run will not write (its split is known only with
+    `trainer.eval_splits`, its metric only when each metric's params have a `metric_name`), a
+    metric's `top_k` above the classes of a dataset whose params give `classes`."""
+    classes = _bound_param(recipe.dataset, "classes")
+    names = [_bound_param(spec, "metric_name") for spec in recipe.metrics]
+    return (_check_best_metric(recipe, recipe.trainer.eval_splits, names)
+            + _check_top_k(recipe, classes if type(classes) is int else None))
+
+
+def check_against_data(recipe: Recipe, splits: list[str], num_classes: int | None,
+                       metric_names: list[str]) -> None:
+    """The checks of `check_across` once the data is built and says what only it knows: the
+    splits evaluated, the classes, each metric's name. Raises `UsageError` naming the recipe
+    key of each problem (e.g. `trainer.best_metric`)."""
+    problems = _check_best_metric(recipe, splits, list(metric_names)) + _check_top_k(recipe, num_classes)
+    if problems:
+        raise UsageError("\n".join(problem.render() for problem in problems))
+
+
+def metric_keys(splits: list[str], metric_names: list[str]) -> list[str]:
+    """The keys of metrics.jsonl a run evaluating `splits` writes: `train_loss`, then
+    `<split>_loss` and `<split>_<metric>` for each split (`train_eval_…` for the training one)."""
+    keys = ["train_loss"]
+    for split in splits:
+        prefix = "train_eval" if split == "train" else split
+        keys += [f"{prefix}_loss", *(f"{prefix}_{name}" for name in metric_names)]
+    return keys
+
+
+def _check_best_metric(recipe: Recipe, splits: list[str] | None, names: list[str | None]) -> list[Problem]:
+    wanted = recipe.trainer.best_metric
+    known = [name for name in names if isinstance(name, str)]
+    if wanted is None or len(known) < len(names) and splits is None:
+        return []
+    if len(known) == len(names) and splits is not None:
+        keys = metric_keys(splits, known)
+        fits, expected = wanted in keys, ", ".join(keys)
+    elif splits is not None:  # a metric of unknown name: check the split part only
+        keys = [key.removesuffix("loss") for key in metric_keys(splits, [])]
+        fits, expected = wanted.startswith(tuple(keys)), " or ".join(f"{key}<metric>" for key in keys)
+    else:  # the splits come from the dataset: check the metric part only
+        suffixes = [f"_{suffix}" for suffix in ("loss", *known)]
+        keys = [wanted.split("_", 1)[0] + suffix for suffix in suffixes]
+        fits = any(wanted.endswith(suffix) and len(wanted) > len(suffix) for suffix in suffixes)
+        expected = " or ".join(f"<split>{suffix}" for suffix in suffixes)
+    if fits:
+        return []
+    message = f"expected a key the run writes ({expected}), found {_describe(wanted)}"
+    return [Problem("trainer.best_metric", message, did_you_mean(wanted, keys))]
+
+
+def _check_top_k(recipe: Recipe, classes: int | None) -> list[Problem]:
+    problems: list[Problem] = []
+    for index, spec in enumerate(recipe.metrics):
+        top_k = _bound_param(spec, "top_k")
+        if classes is not None and type(top_k) is int and top_k > classes:
+            message = f"expected at most {classes} (the dataset has {classes} classes), found {top_k}"
+            problems.append(Problem(f"metrics[{index}].top_k", message))
+    return problems
+
+
+def _bound_param(spec: ComponentSpec | None, name: str) -> Any:
+    bound = spec.bound if spec is not None else None
+    return getattr(bound.params, name, None) if bound is not None else None
+
+
 def did_you_mean(word: str, candidates: list[str]) -> str | None:
+    """"did you mean 'x'?" for the candidate closest to `word`, if one is close."""
+    if len(word) > 200:  # no name is that long, and comparing costs its length squared
+        return None
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
@@ -275,31 +342,49 @@ _EXPECTED = (
     ("Input should have", "expected an array with"),
     ("Input should be ", "expected "),
     ("String should match pattern", "expected a string matching the pattern"),
+    ("String should have", "expected a string with"),
+    ("List should have", "expected an array with"),
 )
 
 _TOML_TYPES = {str: "string", bool: "boolean", int: "integer", float: "float", list: "array", dict: "table"}
 
 
 def _describe(value: Any) -> str:
+    """A value as a message shows it: `0.1 (float)`, `'fast' (string)`, `table`; cut to
+    `SHOWN_CHARS`, so a megabyte value shows as a line."""
     kind = _TOML_TYPES.get(type(value), type(value).__name__)
-    shown = repr(value) if not isinstance(value, (dict, list)) else kind
-    return shown if shown == kind else f"{shown} ({kind})"
+    if isinstance(value, (dict, list)):
+        return kind
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    elif isinstance(value, int) and value.bit_length() > 128:  # repr() of a huge int can even fail
+        shown = f"a {value.bit_length()}-bit number"
+    else:
+        shown = shorten(repr(value))
+    return f"{shown} ({kind})"
 
 
-def _problem(error: dict[str, Any], model: type[BaseModel], prefix: str = "") -> Problem:
-    """Turn one pydantic error into a Problem with a dotted path and a 'did you mean'."""
+def _problems(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[Problem]:
+    # A message shows a few problems: suggesting a key for each of 20,000 would take seconds.
+    return [_problem(err, model, prefix, hint=i < 100) for i, err in enumerate(exc.errors())]
+
+
+def _problem(error: dict[str, Any], model: type[BaseModel], prefix: str = "", hint: bool = True) -> Problem:
+    """Turn one pydantic error into a Problem with a dotted path and (if `hint`) a 'did you mean'."""
     loc = [part for part in error["loc"]]
     path = _dotted([prefix, *loc] if prefix else loc)
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = _fields_at(model, loc[:-1])
-        hint = did_you_mean(str(loc[-1]), allowed) if allowed else None
-        if hint is None and allowed:
-            hint = f"allowed keys: {', '.join(allowed)}"
-        return Problem(path, f"unknown key (found {_describe(error['input'])})", hint)
+        allowed = _fields_at(model, loc[:-1]) if hint else []
+        suggestion = did_you_mean(str(loc[-1]), allowed) if allowed else None
+        if suggestion is None and allowed:
+            suggestion = f"allowed keys: {', '.join(allowed)}"
+        return Problem(path, f"unknown key (found {_describe(error['input'])})", suggestion)
     if kind == "missing":
         return Problem(path, "required key is missing")
-    expected = error["msg"].replace("Value error, ", "")
+    if kind == "value_error":  # a validator's own words, which say what they found
+        return Problem(path, error["msg"].removeprefix("Value error, "))
+    expected = error["msg"]
     for pydantic_words, ours in _EXPECTED:
         expected = expected.replace(pydantic_words, ours)
     return Problem(path, f"{expected}, found {_describe(error['input'])}")

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from pipeforge.errors import PluginError
 
@@ -33,10 +33,28 @@ KINDS: tuple[str, ...] = (
 )
 
 
-class Params(BaseModel):
-    """Base class for a component's parameters. Unknown keys are an error, never ignored."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+# For a plain pydantic model (a `Params` subclass is already strict and finite): a float that
+# is neither inf nor nan, and an integer that TOML (64-bit) and torch can hold.
+FiniteFloat = Annotated[float, AllowInfNan(False)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+
+
+class Params(BaseModel):
+    """Base class for a component's parameters, as strict as TOML is typed.
+
+    - Unknown keys are an error, never ignored.
+    - Types are strict: a boolean is not a number and a string is not a number (`lr = true`
+      and `epochs = "5"` are refused); an integer is accepted where a float is expected, since
+      TOML writes `lr = 1`.
+    - Floats are finite: inf and nan are refused everywhere (use `Field(ge=…, le=…)` for the
+      rest of a bound; the recipe validator also refuses integers beyond 64 bits).
+    - A metric's params may define a `metric_name` property: the key suffix it reports under
+      (`val_<metric_name>`), so that `validate` can check `trainer.best_metric` before a run.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 class NoParams(Params):

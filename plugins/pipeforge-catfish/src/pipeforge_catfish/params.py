@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
 
 from pipeforge import Params, TransformSpec
@@ -21,25 +23,30 @@ def seed_transforms() -> list[TransformSpec]:
     ]
 
 
+# A split is a sub-folder of root: one name, never a path.
+SplitName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
 class SimpleNetParams(Params):
     in_features: int = Field(
-        12288, ge=1,
+        12288, ge=1, le=100_000_000,
         description="Values per input image (channels × height × width; 3×64×64 = 12288).",
     )
     num_classes: int | None = Field(
-        None, ge=2, description="Output logits; default: the dataset's number of classes, else 2."
+        None, ge=2, le=1_000_000, description="Output logits; default: the dataset's number of classes, else 2."
     )
 
 
 class ImageFolderParams(Params):
     root: str = Field(
-        ..., min_length=1,
+        ..., min_length=1, max_length=4096,
         description="Folder holding <split>/<class>/<image> (e.g. data/catfish/train/cat/1.jpg); "
         "a relative path is taken from the working directory.",
     )
-    splits: list[str] = Field(
-        ["train", "val", "test"], min_length=1,
-        description="Sub-folders of root to load, one split each; must include 'train'.",
+    splits: list[SplitName] = Field(
+        ["train", "val", "test"], min_length=1, max_length=100,
+        description="Sub-folders of root to load, one split each (a folder name, not a path); "
+        "must include 'train'.",
     )
     transforms: list[TransformSpec] = Field(
         default_factory=seed_transforms,

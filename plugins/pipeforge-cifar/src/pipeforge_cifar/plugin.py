@@ -31,7 +31,7 @@ def eval_transforms() -> list[TransformSpec]:
 
 class ResNet18Params(Params):
     num_classes: int | None = Field(
-        None, ge=2, description="Output logits; default: the dataset's number of classes, else 10."
+        None, ge=2, le=1_000_000, description="Output logits; default: the dataset's number of classes, else 10."
     )
 
 
@@ -39,6 +39,7 @@ class Cifar10Params(Params):
     root: str = Field(
         "data",
         min_length=1,
+        max_length=4096,
         description="Folder holding cifar-10-batches-py/ (relative paths are taken from the "
         "working directory).",
     )
@@ -53,12 +54,12 @@ class Cifar10Params(Params):
         "false reads re-packed batches of the same layout without the check.",
     )
     train_transforms: list[TransformSpec] = Field(
-        default_factory=train_transforms, min_length=1,
+        default_factory=train_transforms, min_length=1, max_length=100,
         description="Applied to each training image (a 32×32 RGB PIL image): default random "
         "resized crop to 32×32, random horizontal flip, to_tensor, normalize (ImageNet mean/std).",
     )
     eval_transforms: list[TransformSpec] = Field(
-        default_factory=eval_transforms, min_length=1,
+        default_factory=eval_transforms, min_length=1, max_length=100,
         description="Applied to each test image: default to_tensor, normalize (ImageNet mean/std).",
     )
 

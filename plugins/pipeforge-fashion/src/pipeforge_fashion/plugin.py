@@ -13,14 +13,14 @@ CLASSES = [
 
 
 class MLPParams(Params):
-    in_features: int = Field(28 * 28, ge=1, description="Inputs after flattening (28 x 28 pixels).")
-    hidden: int = Field(512, ge=1, description="Width of both hidden ReLU layers.")
-    out_features: int = Field(10, ge=1, description="Output logits, one per class.")
+    in_features: int = Field(28 * 28, ge=1, le=1_000_000, description="Inputs after flattening (28 x 28 pixels).")
+    hidden: int = Field(512, ge=1, le=1_000_000, description="Width of both hidden ReLU layers.")
+    out_features: int = Field(10, ge=1, le=1_000_000, description="Output logits, one per class.")
 
 
 class FashionMNISTParams(Params):
     root: str = Field(
-        "data", description="Directory holding FashionMNIST/raw/ (torchvision's layout); relative to the working directory."
+        "data", max_length=4096, description="Directory holding FashionMNIST/raw/ (torchvision's layout); relative to the working directory."
     )
     download: bool = Field(
         True, description="Download (or extract already downloaded .gz) files that are missing, as the seed does."

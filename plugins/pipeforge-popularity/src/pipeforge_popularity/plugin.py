@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
 
 from pipeforge import Component, Params, hookimpl
 
 CLASSES = ["Not Popular", "Popular"]
 
+# Prices, ratings and the threshold: finite (every Params float is) and far from overflowing
+# when the dataset scales a uniform draw by high - low.
+Bound = Annotated[float, Field(ge=-1e9, le=1e9)]
+
 
 class SimpleNetParams(Params):
-    in_features: int = Field(2, ge=1, description="Input features (price and rating).")
-    hidden: int = Field(32, ge=1, description="Width of the hidden ReLU layer.")
-    out_features: int = Field(2, ge=1, description="Output logits, one per class.")
+    in_features: int = Field(2, ge=1, le=1_000_000, description="Input features (price and rating).")
+    hidden: int = Field(32, ge=1, le=1_000_000, description="Width of the hidden ReLU layer.")
+    out_features: int = Field(2, ge=1, le=1_000_000, description="Output logits, one per class.")
 
 
 class ProductsParams(Params):
-    n_train: int = Field(800, ge=1, description="Training products.")
-    n_test: int = Field(200, ge=1, description="Test products.")
-    price_range: list[float] = Field(
+    n_train: int = Field(800, ge=1, le=100_000_000, description="Training products.")
+    n_test: int = Field(200, ge=1, le=100_000_000, description="Test products.")
+    price_range: list[Bound] = Field(
         [1.0, 10.0], min_length=2, max_length=2, description="Prices are drawn uniformly from [low, high)."
     )
-    rating_range: list[float] = Field(
+    rating_range: list[Bound] = Field(
         [1.0, 5.0], min_length=2, max_length=2, description="Ratings are drawn uniformly from [low, high)."
     )
     threshold: float = Field(
-        10.0, description="A product is 'Popular' (label 1) when price + rating > threshold."
+        10.0, ge=-1e9, le=1e9, description="A product is 'Popular' (label 1) when price + rating > threshold."
     )
 
     @field_validator("price_range", "rating_range")
