@@ -239,3 +239,14 @@ def test_the_readmes_metric_and_callback_work_as_written(tmp_path):
     metric.update(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 1]))
     metric.all_reduce(lambda tensor: tensor * 2)
     assert metric.hits.tolist() == [2.0, 0.0] and metric.counts.tolist() == [2.0, 2.0]
+
+
+def test_metric_key_collisions_are_refused_at_validate_with_their_place(tmp_path):
+    from pipeforge.recipe import validate_recipe
+    from pipeforge import RecipeError
+
+    twice = {**RECIPE, "metrics": [{"name": "accuracy"}, {"name": "accuracy", "top_k": 1}]}
+    with pytest.raises(RecipeError, match=r"metrics\[1\]: records the same key as metrics\[0\] \('<split>_accuracy'\)"):
+        validate_recipe(twice, discover().registry)
+    different = {**RECIPE, "metrics": [{"name": "accuracy"}, {"name": "accuracy", "top_k": 2}]}
+    assert len(validate_recipe(different, discover().registry).metrics) == 2

@@ -266,8 +266,26 @@ def check_across(recipe: Recipe) -> list[Problem]:
     metric's `top_k` above the classes of a dataset whose params give `classes`."""
     classes = _bound_param(recipe.dataset, "classes")
     names = [_bound_param(spec, "metric_name") for spec in recipe.metrics]
-    return (_check_best_metric(recipe, recipe.trainer.eval_splits, names)
+    return (_check_metric_names(recipe, names) + _check_best_metric(recipe, recipe.trainer.eval_splits, names)
             + _check_top_k(recipe, classes if type(classes) is int else None))
+
+
+def _check_metric_names(recipe: Recipe, names: list[str | None]) -> list[Problem]:
+    """Two metrics recording one key (the same component with the same params, or the same
+    `metric_name`), or a metric recording `<split>_loss`, would overwrite a value silently."""
+    problems: list[Problem] = []
+    seen: dict[Any, int] = {}
+    for index, (spec, name) in enumerate(zip(recipe.metrics, names)):
+        if name == "loss":
+            problems.append(Problem(f"metrics[{index}]", "this metric records '<split>_loss', which the "
+                                                         "engine writes itself"))
+        params = spec.bound.params.model_dump(mode="json") if spec.bound is not None else spec.params
+        key = ("name", name) if isinstance(name, str) else ("spec", spec.name, repr(sorted(params.items())))
+        if key in seen:
+            problems.append(Problem(f"metrics[{index}]", f"records the same key as metrics[{seen[key]}] "
+                                                         f"('<split>_{name or spec.name}'); remove one"))
+        seen.setdefault(key, index)
+    return problems
 
 
 def check_against_data(recipe: Recipe, splits: list[str], num_classes: int | None,
