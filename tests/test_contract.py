@@ -250,3 +250,27 @@ def test_metric_key_collisions_are_refused_at_validate_with_their_place(tmp_path
         validate_recipe(twice, discover().registry)
     different = {**RECIPE, "metrics": [{"name": "accuracy"}, {"name": "accuracy", "top_k": 2}]}
     assert len(validate_recipe(different, discover().registry).metrics) == 2
+
+
+def test_a_finished_run_needs_only_the_plugins_of_the_parts_it_uses(tmp_path):
+    """A run trained with a third-party callback and metric: after that plugin is gone,
+    predict still works; evaluate (which computes the metrics) names what to install."""
+    from pipeforge.inference import evaluate_run, predict as predict_run
+
+    info = PluginInfo("acme", "pipeforge-acme", "1.2", "acme")
+    plugins = discover()
+    plugins.registry.plugins.append(info)
+    plugins.registry.add(Component("callback", "acme.watch", NoParams, lambda params, context: Callback()), info)
+    plugins.registry.add(Component("metric", "acme.accuracy", NoParams, lambda params, context: Accuracy()), info)
+    recipe = {**RECIPE, "trainer": {"epochs": 1}, "metrics": [{"name": "acme.accuracy"}],
+              "callbacks": [{"name": "acme.watch"}]}
+    run_dir = pipeforge.run(recipe, run_dir=tmp_path / "run", plugins=plugins).run_dir
+
+    without = discover()  # pipeforge-acme uninstalled
+    with pytest.raises(pipeforge.UsageError, match="does not support predict"):
+        predict_run(run_dir, without, ["[[1, 2, 3, 4]]"])  # got past the recipe: no input reader here
+    with pytest.raises(pipeforge.RecipeError) as caught:
+        evaluate_run(run_dir, without)
+    message = str(caught.value)
+    assert "metrics[0].name" in message and "callbacks" not in message
+    assert "the run was trained with it from pipeforge-acme 1.2 (env.json): pip install 'pipeforge-acme==1.2'" in message

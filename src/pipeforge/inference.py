@@ -9,6 +9,7 @@ Nothing here prints: the CLI (`cli_inference`) shows the results.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ from pipeforge.distributed import Dist
 from pipeforge.engine import (
     Evaluator, build_datasets, build_metrics, build_model, place_model, resolve_device, seed_everything,
 )
-from pipeforge.errors import CheckpointError, DataError, PluginError, UsageError
+from pipeforge.errors import CheckpointError, DataError, PluginError, Problem, RecipeError, UsageError
 from pipeforge.plugins import Plugins
-from pipeforge.recipe import Recipe, load_recipe
+from pipeforge.recipe import Recipe, load_recipe, read_toml
 
 
 @dataclass
@@ -78,14 +79,45 @@ class Prediction:
 # ------------------------------------------------------------------------------ loading
 
 
-def read_recipe(run_dir: Path, plugins: Plugins) -> Recipe:
-    """The run's resolved `recipe.toml`, validated against the installed plugins."""
+# The component tables each command builds: the others (callbacks, optimizer, scheduler) need
+# not be installed to use a finished run.
+PREDICT_TABLES = ("dataset", "model")
+EVALUATE_TABLES = ("dataset", "model", "loss", "metrics")
+
+
+def read_recipe(run_dir: Path, plugins: Plugins, tables: tuple[str, ...] = EVALUATE_TABLES) -> Recipe:
+    """The run's resolved `recipe.toml`, its `tables` validated against the installed plugins.
+
+    A component that is no longer installed is named with the distribution and version the run
+    was trained with (from env.json)."""
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run dir")
     path = run_dir / "recipe.toml"
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a pipeforge run dir (no recipe.toml)")
-    return load_recipe(path, plugins.registry)
+    try:
+        return load_recipe(path, plugins.registry, tables=tables)
+    except RecipeError as exc:
+        raise RecipeError([_install_hint(problem, run_dir) for problem in exc.problems], exc.source) from None
+
+
+def _install_hint(problem: Problem, run_dir: Path) -> Problem:
+    """Add, to a problem about an unregistered component, the distribution that provided it
+    when the run was trained."""
+    if not problem.path.endswith(".name") or "registered" not in problem.message:
+        return problem
+    try:
+        data = read_toml(run_dir / "recipe.toml")
+        env = json.loads((run_dir / "env.json").read_text(encoding="utf-8"))
+        table, _, rest = problem.path.removesuffix(".name").partition("[")
+        spec = data[table][int(rest.rstrip("]"))] if rest else data[table]
+        namespace = spec["name"].split(".", 1)[0] if "." in spec["name"] else "builtin"
+        plugin = next(p for p in env.get("plugins", []) if p.get("name") == namespace)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, StopIteration, RecipeError):
+        return problem
+    hint = (f"the run was trained with it from {plugin['distribution']} {plugin['version']} (env.json): "
+            f"pip install '{plugin['distribution']}=={plugin['version']}'")
+    return Problem(problem.path, problem.message, hint)
 
 
 def choose_weights(run_dir: Path, choice: str | None) -> Weights:
@@ -130,7 +162,7 @@ def load_run(run_dir: Path, plugins: Plugins, choice: str | None) -> LoadedRun:
     No data is read: the model builder sees a `Datasets` with the run's classes and no splits
     (a model may size its output from `context.datasets.num_classes`).
     """
-    recipe = read_recipe(run_dir, plugins)
+    recipe = read_recipe(run_dir, plugins, PREDICT_TABLES)
     weights = choose_weights(run_dir, choice)
     device = torch.device("cpu")
     context = build_context(run_dir, plugins, recipe, device)
