@@ -135,7 +135,7 @@ def cmd_list_plugins(args: argparse.Namespace) -> int:
     for row in rows:
         parts = [f"{kind}: {', '.join(names)}" for kind, names in row["components"].items()]
         status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['error']}"
-        table.add_row(row["name"], row["distribution"], row["version"], Text(status), Text("\n".join(parts)))
+        table.add_row(*map(Text, (row["name"], row["distribution"], row["version"], status, "\n".join(parts))))
     out.print(table)
     return 0
 
@@ -149,12 +149,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise UsageError(f"no component named '{args.name}'" + (f"; {hint}" if hint else ""))
     for comp in found:
         owner = registry.owner(comp.kind, comp.name)
-        table = Table(title=f"{comp.kind} {comp.name} — {comp.description}", caption=f"from {owner.distribution} {owner.version}" if owner else None)
+        # A plugin's names, descriptions and defaults are printed as text, never read as markup.
+        table = Table(title=Text(f"{comp.kind} {comp.name} — {comp.description}"),
+                      caption=Text(f"from {owner.distribution} {owner.version}") if owner else None)
         for column in ("param", "type", "default", "description"):
             table.add_column(column)
         for name, field in comp.params.model_fields.items():
             default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
-            table.add_row(name, _type_name(field.annotation), default, field.description or "")
+            table.add_row(*map(Text, (name, _type_name(field.annotation), default, field.description or "")))
         out.print(table)
     return 0
 
@@ -164,7 +166,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(recipe_schema(discover_plugins().registry), indent=2)
     if args.output:
-        args.output.write_text(text + "\n", encoding="utf-8")
+        try:
+            args.output.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:  # a read-only place, a parent that is a file, a folder named so…
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         out.print(Text(f"wrote {args.output}"))
     else:
         sys.stdout.write(text + "\n")

@@ -92,7 +92,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
-        out.print(_metrics_table(result.splits, result.metrics, f"{result.run_dir} ({result.weights.name})"))
+        out.print(Text(f"{result.run_dir} ({result.weights.name})"))
+        out.print(_metrics_table(result.splits, result.metrics))
     if args.output is not None:
         err.print(Text(f"wrote {args.output}"))
     return 0
@@ -131,7 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _metrics_table(splits: list[str], metrics: dict[str, float], title: str) -> Table:
+def _metrics_table(splits: list[str], metrics: dict[str, float]) -> Table:
     """One row per split, one column per metric (`test_accuracy` → split test, accuracy)."""
     cells: dict[str, dict[str, float]] = {split: {} for split in splits}
     for key, value in metrics.items():
@@ -141,11 +142,11 @@ def _metrics_table(splits: list[str], metrics: dict[str, float], title: str) -> 
             split = max(owners, key=len)
             cells[split][key[len(split) + 1 :]] = value
     names = list(dict.fromkeys(name for row in cells.values() for name in row))
-    table = Table(title=title)
+    table = Table()
     table.add_column("split")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(Text(name), justify="right")
     for split in splits:
         values = [cells[split].get(name) for name in names]
-        table.add_row(split, *(f"{v:.4f}" if isinstance(v, float) else "" for v in values))
+        table.add_row(Text(split), *(f"{v:.4f}" if isinstance(v, float) else "" for v in values))
     return table

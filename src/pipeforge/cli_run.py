@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterator
 from rich.text import Text
 
 from pipeforge import api
-from pipeforge.cli_common import discover_plugins, err, out, show_log, summary
+from pipeforge.cli_common import discover_plugins, err, error, out, show_log, summary
 from pipeforge.context import StopRequest
 from pipeforge.distributed import Dist
 from pipeforge.errors import UsageError
 from pipeforge.recipe import Recipe, load_recipe
-from pipeforge.rundir import default_path
+from pipeforge.rundir import RunDir, default_path
 
 
 def add_commands(command: Callable[..., Any], recipe_args: Callable[..., None]) -> None:
@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume is None and args.recipe is None:
         raise UsageError("run needs a RECIPE (or --resume RUN_DIR)")
     recipe = load_recipe(args.recipe or args.resume / "recipe.toml", plugins.registry, args.overrides)
-    if args.nproc_per_node:
+    if args.nproc_per_node is not None:
         return _launch(args, recipe)
     from pipeforge.console import ConsoleReporter  # torch is imported from here on
 
@@ -72,25 +72,68 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace, recipe: Recipe) -> int:
-    """`run --nproc-per-node N`: the same command under torch's launcher, run dir fixed first."""
+    """`run --nproc-per-node N`: the same command under torch's launcher, run dir fixed first.
+
+    What can be checked here is refused here, once, before any process starts (`UsageError`):
+    under the launcher each rank would refuse it, and the first to exit can take rank 0 down
+    before rank 0 says why. A job that fails later ends with its first failing process's exit
+    code and one line saying which process that was.
+    """
     from pipeforge.distributed import launch
 
+    nproc = args.nproc_per_node
+    if nproc < 1:
+        raise UsageError(f"--nproc-per-node must be 1 or more, not {nproc}")
     if recipe.trainer.strategy == "none":
-        # Refused here, once, before any process starts: under the launcher each rank would
-        # refuse it, and the first to exit can take rank 0 down before rank 0 says why.
         raise UsageError('trainer.strategy is "none" but --nproc-per-node asks for several processes')
+    run_dir = args.run_dir or default_path(recipe.run.name)
+    if args.resume is None:
+        RunDir.check_claimable(run_dir)
+    else:
+        _check_resumable(args.resume)
+    _check_devices(recipe.trainer.device, nproc)
     argv = ["run"]
     if args.resume is not None:
         argv += ["--resume", str(args.resume)]
     if args.recipe is not None:
         argv.append(str(args.recipe))
     if args.resume is None:
-        argv += ["--run-dir", str(args.run_dir or default_path(recipe.run.name))]
+        argv += ["--run-dir", str(run_dir)]
     for override in args.overrides:
         argv += ["--set", override]
     if args.quiet:
         argv.append("--quiet")
-    return launch(args.nproc_per_node, argv)
+    end = launch(nproc, argv)
+    if end.failure is not None:
+        error(f"the data-parallel run stopped: {end.failure}")
+    return end.exit_code
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """What `--resume` refuses on rank 0 alone: an unreadable newest checkpoint (`CheckpointError`),
+    a run dir another process holds or where nothing can be written (`UsageError`)."""
+    from pipeforge import checkpoint
+
+    checkpoint.resumable(run_dir / "checkpoints")
+    with RunDir(run_dir).lock():
+        pass
+
+
+def _check_devices(device: str, nproc: int) -> None:
+    """A process per GPU: refuse more processes than GPUs (the surplus ones would fail to start)."""
+    if device == "cpu":
+        return
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "cuda" and gpus == 0:
+        raise UsageError('trainer.device is "cuda" but no CUDA device is available; use "auto" or "cpu"')
+    if 0 < gpus < nproc:
+        raise UsageError(
+            f"--nproc-per-node {nproc} needs a GPU for each process and {gpus} "
+            f"{'is' if gpus == 1 else 'are'} available; use --nproc-per-node {gpus}, "
+            'or --set trainer.device="cpu" to train on the CPU'
+        )
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 It shows a rich progress bar during each epoch (only on a terminal, and not with --quiet) and
 one line of metrics per epoch (not with --quiet). It uses only the public lifecycle hooks.
+Everything it prints is plain text: a run dir such as `exp[bold]` shows as it is.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from pipeforge.context import RunState
 from pipeforge.hookspecs import hookimpl
@@ -39,17 +41,19 @@ class ConsoleReporter:
     def on_fit_start(self, state: RunState) -> None:
         if self.show_lines:
             sizes = ", ".join(f"{k} {len(v)}" for k, v in state.datasets.splits.items())
+            # Names and paths are the user's text, printed as they are: never read as markup.
             self.console.print(
-                f"[bold]{state.recipe.run.name}[/] on {state.device}: {sizes} samples; "
-                f"run dir {state.run_dir}",
+                Text(state.recipe.run.name, style="bold")
+                + Text(f" on {state.device}: {sizes} samples; run dir {state.run_dir}"),
                 highlight=False,
             )
         skipped = len(state.datasets.skipped)
         if skipped:
             # Said once, whether or not --quiet: the user should know data was left out.
             self.console.print(
-                f"[bold yellow]warning:[/] the dataset skipped {skipped} unreadable file"
-                f"{'s' if skipped != 1 else ''}; they are listed in {state.run_dir / 'skipped_files.txt'}",
+                Text("warning: ", style="bold yellow")
+                + Text(f"the dataset skipped {skipped} unreadable file{'s' if skipped != 1 else ''}; "
+                       f"they are listed in {state.run_dir / 'skipped_files.txt'}"),
                 highlight=False,
             )
         if self.show_progress:

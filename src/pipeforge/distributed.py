@@ -1,7 +1,8 @@
 """Data-parallel runs under torch's own launcher (torchrun / torch.distributed.run).
 
 pipeforge does not manage processes: torchrun starts one process per rank and sets WORLD_SIZE,
-RANK and LOCAL_RANK; `Dist.from_env()` reads them. With more than one process the engine joins a
+RANK and LOCAL_RANK; `Dist.from_env()` reads them (`launch` runs the same launcher for
+`run --nproc-per-node`). With more than one process the engine joins a
 process group (gloo on CPU, nccl on CUDA), wraps the model in DistributedDataParallel, gives
 each rank its shard of every split, and all-reduces the metrics; only rank 0 writes anything.
 Importing this module does not import torch.
@@ -84,11 +85,44 @@ class Dist:
         return box[0]
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Re-run `pipeforge argv` under torch's elastic launcher with `nproc` processes."""
-    import subprocess
-    import sys
+@dataclass(frozen=True)
+class JobEnd:
+    """How a launched job ended: the exit code for the command, and which process failed first
+    (None when every process finished)."""
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "pipeforge", *argv]
-    return subprocess.call(command)
+    exit_code: int
+    failure: str | None = None
+
+
+def launch(nproc: int, argv: list[str]) -> JobEnd:
+    """Run `pipeforge argv` in `nproc` processes on this machine under torch's elastic launcher
+    (what torchrun runs), and wait for them.
+
+    The exit code is 0, or that of the first process to fail (128 + N for one killed by signal
+    N, or when this process was); that process has said why on stderr. torch's own report of a
+    failure (a traceback and a table) is not printed: `JobEnd.failure` says it in one line.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    # The agent logs each failed process as an error; the ranks and JobEnd.failure say it already.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "pipeforge", *argv])
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        rank, first = exc.get_first_failure()
+        if first.exitcode < 0:  # killed by a signal
+            return JobEnd(128 - first.exitcode, f"rank {rank} (pid {first.pid}) was killed by {first.signal_name()}")
+        return JobEnd(first.exitcode, f"rank {rank} (pid {first.pid}) exited with code {first.exitcode}")
+    except SignalException as exc:
+        # SIGINT/SIGTERM to this process: the agent passed it on to every rank (which checkpoint
+        # and say so) and waited for them.
+        return JobEnd(128 + int(exc.sigval))
+    except Exception as exc:  # the launcher itself failed: rendezvous, a port, …
+        reason = " ".join(str(exc).split())[:300] or "no reason given"
+        return JobEnd(1, f"torch's launcher could not run the processes: {type(exc).__name__}: {reason}")
+    return JobEnd(0)

@@ -4,12 +4,13 @@ what the eager model computes (re-loaded, compared on a training sample stored i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -104,7 +105,7 @@ def _write_new(target: Path, write: Callable[[Path], None], fmt: str) -> None:
     model the exporter cannot handle is a `PipeforgeError` (exit 1) and leaves no file.
     """
     _check_new_file(target)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+    with _staging_dir(target) as tmp:
         staged = Path(tmp) / target.name
         try:
             write(staged)
@@ -117,10 +118,24 @@ def _write_new(target: Path, write: Callable[[Path], None], fmt: str) -> None:
             for path in files:
                 os.link(path, target.parent / path.name)
                 placed.append(target.parent / path.name)
-        except FileExistsError as exc:
+        except OSError as exc:
             for path in placed:
                 path.unlink(missing_ok=True)
-            raise UsageError(f"{exc.filename2 or target} already exists; nothing was written.") from None
+            if isinstance(exc, FileExistsError):
+                raise UsageError(f"{exc.filename2 or target} already exists; nothing was written.") from None
+            raise UsageError(f"cannot write {target}: {exc.strerror or exc}; nothing was written") from None
+
+
+@contextlib.contextmanager
+def _staging_dir(target: Path) -> Iterator[str]:
+    """A private temp dir beside `target`; `UsageError` naming `target` where none can be made
+    (a read-only place). Removed afterwards with whatever is left in it."""
+    try:
+        staging = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}; nothing was written") from None
+    with staging as tmp:
+        yield tmp
 
 
 def _save_torchscript(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:

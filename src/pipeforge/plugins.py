@@ -7,16 +7,24 @@ and the rest keep working; a name claimed twice is a conflict naming both claima
 implementation whose name is no pipeforge hook (a typo, or a hook of an earlier version) is an
 error naming the plugin and the closest real hook, never silently ignored; `register` applies
 the same check to the callback objects a run registers.
+
+A plugin's import is code we do not control: `sys.exit()`, a `KeyboardInterrupt` it raises
+itself, or any other exception marks it broken (only a real Ctrl-C still stops discovery), and
+what it prints while loading goes to stderr, so that stdout (`list-plugins --json`) stays ours.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import re
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pluggy
 from pydantic import BaseModel
@@ -74,18 +82,19 @@ def discover(entry_points: Iterable[metadata.EntryPoint] | None = None) -> Plugi
     by_name: dict[str, list[metadata.EntryPoint]] = {}
     for ep in entry_points:
         by_name.setdefault(ep.name, []).append(ep)
-    for name in sorted(by_name):
-        claims = by_name[name]
-        infos = [_plugin_info(ep) for ep in claims]
-        registry.plugins.extend(infos)
-        if len(claims) > 1:
-            # Loading either would make it a silent winner; neither is loaded.
-            who = " and ".join(f"{i.distribution} {i.version}" for i in infos)
-            for info in infos:
-                info.status = "conflict"
-                info.error = f"plugin name '{name}' is claimed by both {who}; uninstall one"
-            continue
-        _load(claims[0], infos[0], manager, registry)
+    with _ctrl_c_watched() as ctrl_c, contextlib.redirect_stdout(sys.stderr):
+        for name in sorted(by_name):
+            claims = by_name[name]
+            infos = [_plugin_info(ep) for ep in claims]
+            registry.plugins.extend(infos)
+            if len(claims) > 1:
+                # Loading either would make it a silent winner; neither is loaded.
+                who = " and ".join(f"{i.distribution} {i.version}" for i in infos)
+                for info in infos:
+                    info.status = "conflict"
+                    info.error = f"plugin name '{name}' is claimed by both {who}; uninstall one"
+                continue
+            _load(claims[0], infos[0], manager, registry, ctrl_c)
     return Plugins(manager=manager, registry=registry)
 
 
@@ -97,23 +106,52 @@ def _plugin_info(ep: metadata.EntryPoint) -> PluginInfo:
 
 
 def _load(
-    ep: metadata.EntryPoint, info: PluginInfo, manager: pluggy.PluginManager, registry: Registry
+    ep: metadata.EntryPoint, info: PluginInfo, manager: pluggy.PluginManager, registry: Registry,
+    ctrl_c: list[int],
 ) -> None:
+    """Import and register one plugin; on any failure mark `info` broken and register nothing.
+
+    Re-raises only a `KeyboardInterrupt` that a real SIGINT caused (`ctrl_c` is not empty)."""
     try:
         module = ep.load()
         register(manager, module, f"plugin '{ep.name}'", name=ep.name)
         components = _collect(manager, ep.name)
         for component in components:
             _check(component, info)
-    except Exception as exc:  # a plugin's failure must not take the others down
+    except BaseException as exc:  # a plugin's failure, even sys.exit(), must not take the others down
+        if isinstance(exc, KeyboardInterrupt) and ctrl_c:
+            raise
         if manager.has_plugin(ep.name):
             manager.unregister(name=ep.name)
         info.status = "broken"
-        info.error = f"{type(exc).__name__}: {exc}"
+        info.error = _describe(exc)
         return
     info.components = components
     for component in components:
         registry.add(component, info)
+
+
+@contextlib.contextmanager
+def _ctrl_c_watched() -> Iterator[list[int]]:
+    """Note each SIGINT that arrives inside the block in the yielded list, and handle it as
+    before, so that a `KeyboardInterrupt` a plugin raises itself can be told from the user's
+    Ctrl-C. Off the main thread, or when SIGINT is ignored or not Python's, no signal can
+    raise there, so the list stays empty."""
+    seen: list[int] = []
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if not callable(previous):
+        yield seen
+        return
+
+    def note(signum: int, frame: object) -> None:
+        seen.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def register(manager: pluggy.PluginManager, plugin: object, label: str, name: str | None = None) -> None:
@@ -149,6 +187,14 @@ def _reason(exc: pluggy.PluginValidationError) -> str:
         return " ".join(lines)
     passed = ", ".join(inspect.signature(spec).parameters)
     return f"{lines[-1]} ('{found.group(1)}' passes only: {passed or 'nothing'})"
+
+
+def _describe(exc: BaseException) -> str:
+    """`SystemExit: 3`, `KeyboardInterrupt`: the error's type and the start of its message."""
+    text = " ".join(str(exc).split())
+    if len(text) > 500:  # a plugin's message can be any size; a warning stays a line or two
+        text = text[:499] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _collect(manager: pluggy.PluginManager, plugin_name: str) -> list[Component]:

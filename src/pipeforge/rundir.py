@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -59,6 +60,9 @@ class RunDir:
             path = default_path(run_name, root)
         run_dir = cls(path)
         try:
+            if path.is_symlink() and not path.exists():
+                raise UsageError(f"cannot create the run dir {path}: it is a symbolic link to {os.readlink(path)}, "
+                                 "which does not exist; nothing was written. Choose another --run-dir.")
             _refuse_if_taken(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -79,11 +83,26 @@ class RunDir:
             raise
         return run_dir
 
+    @classmethod
+    def check_claimable(cls, path: Path) -> None:
+        """Raise now the `UsageError` that `claim(path)` would raise, and leave nothing behind
+        but missing parents: for a launcher whose processes will claim `path` themselves."""
+        run_dir = cls.claim(path, "")
+        run_dir.discard_if_untrained()
+        run_dir.release()
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the run dir for one process (resume); a second `run`/`--resume` on it is refused."""
-        self._acquire()
+        """Hold the run dir for one process (resume); a second `run`/`--resume` on it is refused,
+        and so is a run dir, or a `checkpoints` folder in it, where no file can be written:
+        `UsageError` before anything is changed."""
         try:
+            self._acquire()
+        except OSError as exc:
+            raise UsageError(f"cannot lock the run dir {self.path}: {exc.strerror or exc}; nothing was changed") from None
+        try:
+            for folder in (self.path, self.path / "checkpoints"):
+                _check_writable(folder)
             yield
         finally:
             self.release()
@@ -160,9 +179,22 @@ class RunDir:
         self._replace("env.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
 
     def write_skipped(self, skipped: list[tuple[str, str]]) -> None:
-        """List the inputs a dataset left out (rewritten when a run is resumed)."""
+        """List the inputs a dataset left out (rewritten when a run is resumed).
+
+        One `path<TAB>reason` line each, in UTF-8. A file name is bytes to the OS: bytes that
+        are not UTF-8 are written as `\\xNN`, and tabs, newlines and other control characters
+        as escapes, so that every entry stays one line and writing the list never fails.
+        """
+
+        def one_line(text: str) -> str:
+            try:  # undecodable bytes of a file name come from os.fsdecode as lone surrogates
+                text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
+                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
         if skipped:
-            lines = "".join(f"{path}\t{reason}\n" for path, reason in skipped)
+            lines = "".join(f"{one_line(path)}\t{one_line(reason)}\n" for path, reason in skipped)
             self._replace("skipped_files.txt", lines)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
@@ -186,6 +218,22 @@ class RunDir:
     def _write_new(self, name: str, text: str) -> None:
         with open(self.path / name, "x", encoding="utf-8") as f:
             f.write(text)
+
+
+def _check_writable(folder: Path) -> None:
+    """`UsageError` naming `folder` when it exists and a new file cannot be made in it.
+
+    Made and removed at once: the permission bits do not say it for root, nor for a read-only
+    mount or an immutable folder; the kernel's answer does."""
+    if not folder.is_dir():
+        return
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".pipeforge-write-test-")
+    except OSError as exc:
+        raise UsageError(f"cannot write in {folder}: {exc.strerror or exc}; nothing was changed. "
+                         "Make it writable, or copy the run dir somewhere writable.") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _refuse_if_taken(path: Path, ignore: str | None = None) -> None:

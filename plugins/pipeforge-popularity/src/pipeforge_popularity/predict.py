@@ -23,7 +23,9 @@ def read_products(params: Any, inputs: list[str], context: Any) -> torch.Tensor:
 
     An input that names an existing file is read by its content (JSON when it starts with
     `[` or the name ends in .json, else CSV); anything else must be a JSON literal. Raises
-    `DataError` naming the input (and line or row) that cannot be read.
+    `DataError` naming the input (and line or row) that cannot be read, however hostile: JSON
+    nested too deep or numbers too long for Python, a CSV field over the csv module's limit;
+    the values a message quotes are cut short.
     """
     rows: list[list[float]] = []
     for text in inputs:
@@ -33,7 +35,7 @@ def read_products(params: Any, inputs: list[str], context: Any) -> torch.Tensor:
 
 def _read_one(text: str) -> list[list[float]]:
     path = Path(text)
-    if path.is_file():
+    if _is_file(path):
         try:
             content = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
@@ -42,10 +44,17 @@ def _read_one(text: str) -> list[list[float]]:
             return _from_json(content, text)
         return _from_csv(content, text)
     if text.lstrip().startswith(("[", "{")):
-        return _from_json(text, text)
+        return _from_json(text, _shown(text, 60))  # a literal names itself, cut short
     raise DataError(
-        f"{text}: no such file, and not a JSON list of [price, rating] rows such as {EXAMPLE}"
+        f"{_shown(text)}: no such file, and not a JSON list of [price, rating] rows such as {EXAMPLE}"
     )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a JSON literal longer than a file name may be
+        return False
 
 
 def _from_json(content: str, source: str) -> list[list[float]]:
@@ -53,6 +62,11 @@ def _from_json(content: str, source: str) -> list[list[float]]:
         data = json.loads(content)
     except json.JSONDecodeError as exc:
         raise DataError(f"{source}: not valid JSON ({exc}); expected rows such as {EXAMPLE}") from None
+    except RecursionError:
+        raise DataError(f"{source}: JSON nested too deep to read; expected rows such as {EXAMPLE}") from None
+    except ValueError as exc:  # an integer of thousands of digits: Python refuses to convert it
+        raise DataError(f"{source}: a number in it cannot be read ({_shown(str(exc), 120)}); "
+                        f"expected rows such as {EXAMPLE}") from None
     if isinstance(data, dict) or (isinstance(data, list) and data and not isinstance(data[0], (list, dict))):
         data = [data]  # one product on its own: [7.5, 3.0] or {"price": 7.5, "rating": 3.0}
     if not isinstance(data, list) or not data:
@@ -64,33 +78,53 @@ def _row(item: Any, where: str) -> list[float]:
     if isinstance(item, dict):
         missing = [name for name in FIELDS if name not in item]
         if missing:
-            raise DataError(f"{where}: missing {', '.join(missing)} (found keys {', '.join(map(str, item)) or 'none'})")
+            found = _shown(", ".join(map(str, item))) or "none"
+            raise DataError(f"{where}: missing {', '.join(missing)} (found keys {found})")
         item = [item[name] for name in FIELDS]
     if not isinstance(item, list) or len(item) != 2:
-        raise DataError(f"{where}: expected [price, rating], found {json.dumps(item)}")
+        raise DataError(f"{where}: expected [price, rating], found {_json(item)}")
     return [_number(value, name, where) for value, name in zip(item, FIELDS)]
 
 
 def _number(value: Any, name: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise DataError(f"{where}: {name} must be a number, found {json.dumps(value)}")
+        raise DataError(f"{where}: {name} must be a number, found {_json(value)}")
     try:
         number = float(value)
-    except ValueError:
-        raise DataError(f"{where}: {name} must be a number, found {value!r}") from None
+    except (ValueError, OverflowError):
+        raise DataError(f"{where}: {name} must be a number, found {_shown(repr(value))}") from None
     if not math.isfinite(number):
-        raise DataError(f"{where}: {name} must be a finite number, found {value!r}")
+        raise DataError(f"{where}: {name} must be a finite number, found {_shown(repr(value))}")
     return number
+
+
+def _json(value: Any) -> str:
+    """`value` as JSON for a message, cut short (it may be huge, or nested too deep to write)."""
+    try:
+        return _shown(json.dumps(value))
+    except (RecursionError, ValueError):
+        return f"a {type(value).__name__} nested too deep to show"
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _from_csv(content: str, source: str) -> list[list[float]]:
     reader = csv.DictReader(content.splitlines())
+    try:
+        return _csv_rows(reader, source)
+    except csv.Error as exc:  # e.g. a field over the csv module's limit (128 KB)
+        raise DataError(f"{source}: line {reader.line_num}: not readable as CSV ({exc})") from None
+
+
+def _csv_rows(reader: csv.DictReader, source: str) -> list[list[float]]:
     header = [name.strip().lower() for name in reader.fieldnames or []]
     missing = [name for name in FIELDS if name not in header]
     if missing:
         raise DataError(
             f"{source}: expected a CSV file with header price,rating; the header "
-            f"{','.join(reader.fieldnames or []) or '(empty file)'} has no {', '.join(missing)}"
+            f"{_shown(','.join(reader.fieldnames or [])) or '(empty file)'} has no {', '.join(missing)}"
         )
     reader.fieldnames = header
     rows = []
