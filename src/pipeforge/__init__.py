@@ -13,9 +13,11 @@ from pipeforge.contract import Callback, Metric
 from pipeforge.errors import (
     CheckpointError,
     DataError,
+    Interrupted,
     PipeforgeError,
     PluginError,
     RecipeError,
+    TimeLimitReached,
     TrainingError,
     UsageError,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "Datasets",
     "FiniteFloat",
     "Int64",
+    "Interrupted",
     "Metric",
     "NoParams",
     "Params",
@@ -43,6 +46,7 @@ __all__ = [
     "Result",
     "RunState",
     "StopRequest",
+    "TimeLimitReached",
     "TrainingError",
     "TransformSpec",
     "UsageError",

@@ -40,6 +40,7 @@ log = logging.getLogger("pipeforge")
 RESUMABLE_CHANGES = (
     "trainer.epochs", "trainer.num_workers", "trainer.keep_checkpoints",
     "trainer.checkpoint_every_steps", "trainer.checkpoint_every_epochs", "trainer.device",
+    "trainer.max_time", "trainer.threads",
 )
 
 @dataclass

@@ -26,7 +26,8 @@ from pipeforge.version import __version__
 from pipeforge.errors import CheckpointError
 
 FORMAT = "pipeforge-checkpoint"
-# Version 1: pipeforge 0.1.0. Version 2 adds `callbacks` (each callback's state_dict). A later
+# Version 1: pipeforge 0.1.0. Version 2 adds `callbacks` (each callback's state_dict), `scaler`,
+# `grads` and the position's gradient-norm sums. A later
 # version that adds fields must still read every earlier one (tests/data/format1-run is a
 # version-1 checkpoint kept for that).
 FORMAT_VERSION = 2
@@ -42,6 +43,18 @@ class EpochProgress:
     batches_done: int = 0
     loss_sum: torch.Tensor | None = None  # stays on the device: no host sync per step
     samples: int = 0
+    grad_norm_sum: torch.Tensor | None = None  # pre-clip norms so far (log_grad_norm), on the device
+    grad_norm_steps: int = 0
+
+    def add_grad_norm(self, norm: torch.Tensor) -> None:
+        self.grad_norm_sum = norm.detach().float() if self.grad_norm_sum is None else self.grad_norm_sum + norm.detach().float()
+        self.grad_norm_steps += 1
+
+    def mean_grad_norm(self) -> float:
+        """The epoch's mean pre-clip gradient norm (waits for the device once)."""
+        if self.grad_norm_sum is None or not self.grad_norm_steps:
+            return float("nan")
+        return (self.grad_norm_sum / self.grad_norm_steps).item()
 
 
 @dataclass
@@ -54,6 +67,8 @@ class Position:
     loss_sum: torch.Tensor
     samples: int
     world_size: int = 1
+    grad_norm_sum: torch.Tensor | None = None  # the same on every rank (norms of all-reduced gradients)
+    grad_norm_steps: int = 0
 
 
 @dataclass
@@ -79,6 +94,8 @@ class Checkpoint:
     classes: list[str] | None = None
     example_input: torch.Tensor | None = None
     callbacks: dict[str, Any] = field(default_factory=dict)
+    scaler: dict[str, Any] | None = None  # the fp16 gradient scaler's state
+    grads: dict[str, torch.Tensor] | None = None  # a mid-accumulation-group checkpoint's gradients so far
 
     def to_payload(self) -> dict[str, Any]:
         """The dict `torch.save` writes: tensors and plain values only."""
@@ -90,13 +107,16 @@ class Checkpoint:
             "epochs_done": self.epochs_done,
             "global_step": self.global_step,
             "progress": {"order_state": p.order_state, "batches_done": p.batches_done,
-                         "loss_sum": p.loss_sum, "samples": p.samples, "world_size": p.world_size},
+                         "loss_sum": p.loss_sum, "samples": p.samples, "world_size": p.world_size,
+                         "grad_norm_sum": p.grad_norm_sum, "grad_norm_steps": p.grad_norm_steps},
             "rng": self.rng,
             "history": self.history,
             "best": self.best,
             "classes": self.classes,
             "example_input": self.example_input,
             "callbacks": self.callbacks,
+            "scaler": self.scaler,
+            "grads": self.grads,
         }
 
     @classmethod
@@ -115,14 +135,16 @@ class Checkpoint:
         try:
             progress = payload["progress"]
             position = Position(progress["order_state"], int(progress["batches_done"]), progress["loss_sum"],
-                                int(progress["samples"]), int(progress.get("world_size", 1)))
+                                int(progress["samples"]), int(progress.get("world_size", 1)),
+                                progress.get("grad_norm_sum"), int(progress.get("grad_norm_steps", 0)))
             found = cls(
                 recipe=payload["recipe"], model=payload["model"], optimizer=payload["optimizer"],
                 scheduler=payload["scheduler"], epochs_done=int(payload["epochs_done"]),
                 global_step=int(payload["global_step"]), position=position, rng=payload["rng"],
                 history=list(payload["history"]), best=payload.get("best"),
                 classes=payload.get("classes"), example_input=payload.get("example_input"),
-                callbacks=dict(payload.get("callbacks") or {}),  # format 1 has none
+                callbacks=dict(payload.get("callbacks") or {}),  # format 1 has none of these three
+                scaler=payload.get("scaler"), grads=payload.get("grads"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: a damaged pipeforge checkpoint: {_field_problem(exc)}") from None

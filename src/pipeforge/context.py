@@ -43,7 +43,10 @@ class BuildContext:
     """Given to every builder: the run's settings and what has been built so far.
 
     `model`, `optimizer` and `datasets` are filled in as the engine builds them (dataset first,
-    then model, loss, optimizer, scheduler), so a later builder can use an earlier result.
+    then model, loss, optimizer, scheduler), so a later builder can use an earlier result. A
+    scheduler's builder also gets `schedule_length`: how many times it will be stepped (epochs,
+    or optimizer steps with `interval = "step"`) after the warm-up, the default length of a
+    decay.
     """
 
     registry: Registry
@@ -54,6 +57,8 @@ class BuildContext:
     datasets: Datasets | None = None
     model: Any = None
     optimizer: Any = None
+    total_steps: int | None = None  # optimizer steps the run will take (set before the scheduler)
+    schedule_length: int | None = None  # times the scheduler is stepped after the warm-up
 
     def build(self, kind: str, spec: ComponentSpec | dict[str, Any]) -> Any:
         """Build a registered component of `kind` from a spec (`name` plus its params).
@@ -104,6 +109,8 @@ class RunState:
     global_step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str | None = None
+    scaler: Any = None  # the fp16 gradient scaler, when precision is fp16
+    grad_norm: Any = None  # the latest pre-clip gradient norm (a device tensor), with log_grad_norm
 
     def request_stop(self, reason: str) -> None:
         """End training early, as a finished run: after the current step (or, when asked in

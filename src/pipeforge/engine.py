@@ -5,11 +5,12 @@ hangs off a lifecycle hook; nothing here prints.
 
 from __future__ import annotations
 
-import contextlib
 import math
+import os
 import random
 import signal
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -19,12 +20,13 @@ from pipeforge.checkpoint import Checkpoint, EpochProgress, restore_rng
 from pipeforge.context import BuildContext, Datasets, RunState, StopRequest
 from pipeforge.contract import check_callback, check_metric
 from pipeforge.distributed import Dist
-from pipeforge.errors import Interrupted, PluginError, UsageError
+from pipeforge.errors import Interrupted, PipeforgeError, PluginError, TimeLimitReached, UsageError
 from pipeforge.loaders import Batches, make_batches
 from pipeforge.plugins import Plugins, register
 from pipeforge.recipe import Recipe, check_against_data
 from pipeforge.rundir import RunDir
 from pipeforge.saver import Saver
+from pipeforge.step import Schedule, Step, build_schedule, group_bounds, resolve_precision, steps_per_epoch
 
 
 def fit(
@@ -42,20 +44,24 @@ def fit(
     """
     hook = plugins.manager.hook
     trainer = recipe.trainer
+    set_threads(trainer.threads)
     seed_everything(recipe.run.seed)
     device = resolve_device(trainer.device, dist)
-    parts = build_parts(recipe, plugins, run_dir, device, dist)
-    datasets, model, optimizer, scheduler = parts.datasets, parts.model, parts.optimizer, parts.scheduler
+    precision = resolve_precision(trainer.precision, device)
     # The shuffle order has its own generator so that model code drawing random numbers
     # (dropout, augmentation) does not change which samples form a batch.
     order = torch.Generator().manual_seed(recipe.run.seed)
-    train = train_batches(recipe, datasets, order, device, dist)
+    parts = build_parts(recipe, plugins, run_dir, device, dist, order)
+    datasets, model, optimizer, train = parts.datasets, parts.model, parts.optimizer, parts.train
+    scheduler = parts.schedule.scheduler if parts.schedule is not None else None
     evaluator = Evaluator.build(recipe, datasets, _eval_splits(recipe, datasets), parts.eval_forward,
                                 parts.loss_fn, parts.metrics, device, dist, train_key="train_eval")
     # What `validate` could not know (the data's splits and classes), before any step runs.
     check_against_data(recipe, list(evaluator.batches), datasets.num_classes, [m.name for m in parts.metrics])
 
-    state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets)
+    step = Step(parts.forward, parts.loss_fn, optimizer, device, precision, trainer.channels_last, dist,
+                trainer.accumulate_grad_batches, trainer.clip_grad_norm, trainer.clip_grad_value, trainer.log_grad_norm)
+    state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets, scaler=step.scaler)
     saver = Saver(run_dir.path, state, trainer, list(evaluator.batches), dist, parts.callbacks, parts.labels)
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
@@ -64,7 +70,7 @@ def fit(
         for key, callback in parts.callbacks.items():
             if key in resume.callbacks:
                 callback.load_state_dict(resume.callbacks[key])
-    step = Step(parts.forward, parts.loss_fn, optimizer, device, trainer.precision, trainer.channels_last, dist)
+    limits = Limits(trainer.max_steps, trainer.max_time)
 
     hooked = [*((callback, parts.labels[key]) for key, callback in parts.callbacks.items()),
               *((plugin, f"{type(plugin).__name__} object") for plugin in extra)]
@@ -77,15 +83,17 @@ def fit(
             hook.on_epoch_start(state=state, epoch=epoch, steps=len(train))
             # Resuming mid-epoch: replay the epoch's shuffle, then skip the batches already done.
             order.set_state(progress.order_state)
-            train_loss = train_epoch(state, train, step, progress, hook, saver, stop)
+            train_loss = train_epoch(state, train, step, progress, hook, saver, stop, parts.schedule, limits)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+            if step.log_norm:
+                row["grad_norm"] = progress.mean_grad_norm()
             for split in evaluator.batches:
                 split_metrics = evaluator.run(split)
                 hook.on_validation_end(state=state, split=split, metrics=split_metrics)
                 row.update(split_metrics)
             row["lr"] = optimizer.param_groups[0]["lr"]
-            if scheduler is not None:
-                scheduler.step()
+            if parts.schedule is not None:
+                parts.schedule.after_epoch(row)
             state.history.append(row)
             if dist.is_main:
                 run_dir.append_metrics(row)
@@ -118,15 +126,18 @@ class Parts:
     eval_forward: Any
     loss_fn: Any
     optimizer: Any
-    scheduler: Any
+    schedule: Schedule | None
+    train: Batches  # this rank's training batches
     metrics: list[Any]
     callbacks: dict[str, Any]  # "<index>.<name>" in recipe.callbacks → the callback object
     labels: dict[str, str]  # the same keys → how messages name the component
 
 
-def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch.device, dist: Dist) -> Parts:
+def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch.device, dist: Dist,
+                order: torch.Generator) -> Parts:
     """Build the recipe's components from the registry, in dependency order: a model may need
-    the data's classes, an optimizer the model. Callbacks exist on rank 0 only."""
+    the data's classes, an optimizer the model, a scheduler the number of steps in the run.
+    Callbacks exist on rank 0 only."""
     context = BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir.path, recipe)
     context.datasets = datasets = build_datasets(context)
     if dist.is_main:
@@ -134,7 +145,12 @@ def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch
     context.model = model = place_model(build_model(context), device, recipe)
     loss_fn = context.build("loss", recipe.loss)
     context.optimizer = optimizer = context.build("optimizer", recipe.optimizer)
-    scheduler = context.build("scheduler", recipe.scheduler) if recipe.scheduler else None
+    trainer = recipe.trainer
+    train = train_batches(recipe, datasets, order, device, dist)
+    schedule = None
+    if recipe.scheduler is not None:
+        per_epoch = steps_per_epoch(len(train), trainer.accumulate_grad_batches)
+        schedule = build_schedule(context, recipe.scheduler, trainer.epochs, per_epoch, trainer.max_steps)
     metrics = build_metrics(context, dist)
     callbacks, labels = build_callbacks(context) if dist.is_main else ({}, {})
     # Evaluation uses the plain module: its shards are uneven across ranks, and a DDP forward
@@ -147,7 +163,7 @@ def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch
     eval_forward = model
     if recipe.trainer.compile:
         forward, eval_forward = torch.compile(forward), torch.compile(model)
-    return Parts(datasets, model, forward, eval_forward, loss_fn, optimizer, scheduler, metrics, callbacks, labels)
+    return Parts(datasets, model, forward, eval_forward, loss_fn, optimizer, schedule, train, metrics, callbacks, labels)
 
 
 def build_datasets(context: BuildContext) -> Datasets:
@@ -220,41 +236,6 @@ def train_batches(recipe: Recipe, datasets: Datasets, order: torch.Generator, de
 
 
 @dataclass
-class Step:
-    """One forward (and, with an optimizer, backward and update), with the recipe's precision
-    and memory format."""
-
-    forward: Any
-    loss_fn: Any
-    optimizer: Any
-    device: torch.device
-    precision: str
-    channels_last: bool
-    dist: Dist
-
-    def inputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if inputs.device != self.device:  # in-memory data already lives on the device
-            inputs = inputs.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
-        if self.channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, targets
-
-    def autocast(self) -> Any:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def train(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss = self.loss_fn(self.forward(inputs), targets)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-
-@dataclass
 class Evaluator:
     """Loss and metrics of a model on the splits it evaluates: after each epoch of a run, and
     in `pipeforge evaluate`, with the same batches, precision and keys."""
@@ -277,7 +258,7 @@ class Evaluator:
                                 num_workers=trainer.num_workers, rank=dist.rank, world=dist.world)
             for split in splits
         }
-        step = Step(forward, loss_fn, None, device, trainer.precision, trainer.channels_last, dist)
+        step = Step(forward, loss_fn, None, device, resolve_precision(trainer.precision, device), trainer.channels_last, dist)
         return cls(step, batches, metrics, train_key)
 
     def run(self, split: str) -> dict[str, float]:
@@ -286,33 +267,64 @@ class Evaluator:
         return evaluate(self.step, self.batches[split], self.metrics, self.train_key if split == "train" else split)
 
 
-def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochProgress,
-                hook: Any, saver: Saver, stop: StopRequest | None) -> float:
-    """Train over the epoch's remaining batches; returns the epoch's mean loss per sample."""
+@dataclass
+class Limits:
+    """Where a run stops besides its last epoch: `max_steps` optimizer steps (finished), or
+    `max_time` seconds of this process's training (checkpointed, resumable)."""
+
+    max_steps: int | None
+    max_time: float | None
+    started: float = field(default_factory=time.monotonic)
+
+    def steps_reached(self, global_step: int) -> bool:
+        return self.max_steps is not None and global_step >= self.max_steps
+
+    def time_reached(self) -> bool:
+        return self.max_time is not None and time.monotonic() - self.started >= self.max_time
+
+
+def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochProgress, hook: Any, saver: Saver,
+                stop: StopRequest | None, schedule: Schedule | None, limits: Limits) -> float:
+    """Train over the epoch's remaining batches; returns the epoch's mean loss per sample.
+
+    With accumulation, `on_batch_end` follows every batch and `state.global_step` counts
+    optimizer steps; a stop is taken between batches, a mid-group checkpoint keeps the group's
+    gradients so far."""
     step.forward.train()
     if progress.loss_sum is None:
         progress.loss_sum = torch.zeros((), device=step.device)
+    count = len(batches)
     for batch_index, batch in enumerate(batches.epoch(skip=progress.batches_done), progress.batches_done):
         inputs, targets = step.inputs(*batch)
-        loss = step.train(inputs, targets)
-        state.global_step += 1
         size = targets.shape[0]
+        first, end = group_bounds(batch_index, count, step.accumulate)
+        update = batch_index + 1 == end
+        # Each batch's mean loss weighted by its share of the group's samples: the group's
+        # gradient is that of the group's mean loss (also for a short last group).
+        weight = None if step.accumulate == 1 else size / batches.samples(first, end)
+        loss = step.train(inputs, targets, weight, update)
+        if update:
+            state.global_step += 1
+            if step.log_norm:
+                state.grad_norm = step.last_norm
+                progress.add_grad_norm(step.last_norm)
+            if schedule is not None:
+                schedule.after_step()
         progress.loss_sum.add_(loss, alpha=size)
         progress.samples += size
         progress.batches_done = batch_index + 1
         hook.on_batch_end(state=state, batch_index=batch_index, loss=loss, batch_size=size)
-        signalled, requested = _stops(stop, state, step.dist, step.device)
-        if signalled:
+        signalled, requested, timed_out = _stops(stop, state, step.dist, step.device, limits)
+        if signalled or timed_out:
             saver.save(progress)
             saver.finish()  # on disk before the process exits
-            number = (stop.signal if stop is not None else None) or signal.SIGTERM
-            raise Interrupted(
-                f"stopped by {signal.Signals(number).name} in epoch {state.epoch} after step "
-                f"{state.global_step}; checkpoint written. Resume with: pipeforge run --resume {state.run_dir}",
-                number,
-            )
-        saver.step_done(progress, inputs)
-        if requested:  # a callback's request: this epoch ends here, and the run after it
+            raise _stopped(state, stop, timed_out, limits)
+        if update:
+            saver.step_done(progress, inputs)
+            if limits.steps_reached(state.global_step):
+                state.request_stop(f"max_steps ({limits.max_steps}) reached")
+                requested = True
+        if requested:  # a callback's request (or max_steps): this epoch ends here, the run after it
             break
     # Every rank trained on its own shard: the epoch's loss is the mean over all of them.
     totals = step.dist.sum(torch.stack([progress.loss_sum, torch.tensor(float(progress.samples), device=step.device)]))
@@ -320,6 +332,16 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
     if not math.isfinite(mean):
         raise saver.not_finite(f"the training loss became {mean}")
     return mean
+
+
+def _stopped(state: RunState, stop: StopRequest | None, timed_out: bool, limits: Limits) -> PipeforgeError:
+    """The error that ends a run stopped with a checkpoint: a signal, or `max_time`."""
+    resume = f"Resume with: pipeforge run --resume {state.run_dir}"
+    where = f"in epoch {state.epoch} after step {state.global_step}; checkpoint written. {resume}"
+    if timed_out:
+        return TimeLimitReached(f"trainer.max_time ({limits.max_time:g} s) reached {where}")
+    number = (stop.signal if stop is not None else None) or signal.SIGTERM
+    return Interrupted(f"stopped by {signal.Signals(number).name} {where}", number)
 
 
 @torch.no_grad()
@@ -356,6 +378,11 @@ def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
     state.optimizer.load_state_dict(saved.optimizer)
     if state.scheduler is not None and saved.scheduler is not None:
         state.scheduler.load_state_dict(saved.scheduler)
+    if state.scaler is not None and saved.scaler is not None:
+        state.scaler.load_state_dict(saved.scaler)
+    for name, param in state.model.named_parameters():  # a checkpoint inside an accumulation group
+        if saved.grads and name in saved.grads:
+            param.grad = saved.grads[name].to(param.device)
     state.epoch = saved.epochs_done
     state.global_step = saved.global_step
     state.history = list(saved.history)
@@ -369,7 +396,22 @@ def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
         batches_done=position.batches_done * position.world_size // dist.world,
         loss_sum=position.loss_sum.to(device) if mine else torch.zeros((), device=device),
         samples=position.samples if mine else 0,
+        grad_norm_sum=position.grad_norm_sum.to(device) if position.grad_norm_sum is not None else None,
+        grad_norm_steps=position.grad_norm_steps,
     )
+
+
+def set_threads(threads: int | str) -> None:
+    """torch's CPU threads for this process. "auto" keeps an explicit OMP_NUM_THREADS; else one
+    thread when other processes already keep the CPUs busy (more threads then make small
+    models many times slower: they wait for each other), one per CPU (at most 8) when idle."""
+    if threads == "auto":
+        if os.environ.get("OMP_NUM_THREADS"):
+            return
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * cpus
+        threads = 1 if busy else min(cpus, 8)
+    torch.set_num_threads(int(threads))
 
 
 def seed_everything(seed: int) -> None:
@@ -393,21 +435,24 @@ def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
     return torch.device("cuda", dist.local_rank)
 
 
-def _stops(stop: StopRequest | None, state: RunState, dist: Dist, device: torch.device) -> tuple[bool, bool]:
-    """(a signal asks to stop, a callback asks to stop), the same on every rank: a signal may
-    reach the ranks at different steps, and callbacks run on rank 0 only. Under data
-    parallelism that takes a collective, so it is asked only when a stop can be signalled
-    (`stop` given, as the CLI always does); callbacks' requests then also count at epoch ends."""
+def _stops(stop: StopRequest | None, state: RunState, dist: Dist, device: torch.device,
+           limits: Limits) -> tuple[bool, bool, bool]:
+    """(a signal asks to stop, a callback asks to stop, max_time is up), the same on every
+    rank: a signal may reach the ranks at different steps, callbacks run on rank 0 only, and
+    clocks differ. Under data parallelism that takes a collective, so it is asked only when a
+    stop can be signalled (`stop` given, as the CLI always does); callbacks' requests then also
+    count at epoch ends."""
     signalled = stop is not None and stop.signal is not None
     if not dist.enabled:
-        return signalled, state.stop_reason is not None
+        return signalled, state.stop_reason is not None, limits.time_reached()
     if stop is None:
-        return False, False
-    flags = dist.sum(torch.tensor([float(signalled), float(state.stop_reason is not None)], device=device))
-    signalled, requested = (bool(flag > 0) for flag in flags.tolist())
+        return False, False, False
+    asked = [signalled, state.stop_reason is not None, dist.is_main and limits.time_reached()]
+    flags = dist.sum(torch.tensor([float(flag) for flag in asked], device=device))
+    signalled, requested, timed_out = (bool(flag > 0) for flag in flags.tolist())
     if requested and state.stop_reason is None:
         state.stop_reason = "requested on rank 0"
-    return signalled, requested
+    return signalled, requested, timed_out
 
 
 def _stop_agreed(state: RunState, dist: Dist, device: torch.device) -> bool:

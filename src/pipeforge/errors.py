@@ -12,6 +12,7 @@ from dataclasses import dataclass
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_TIME_LIMIT = 3  # stopped at trainer.max_time with a checkpoint: resume to go on
 EXIT_INTERRUPTED = 130
 
 
@@ -111,6 +112,12 @@ class TrainingError(PipeforgeError):
     """Training could not go on (e.g. the loss became non-finite)."""
 
     exit_code = EXIT_FAILURE
+
+
+class TimeLimitReached(PipeforgeError):
+    """A run reached `trainer.max_time` and stopped after writing a checkpoint; resumable."""
+
+    exit_code = EXIT_TIME_LIMIT
 
 
 class Interrupted(PipeforgeError):

@@ -13,7 +13,9 @@ reach registered components. What each kind's builder returns:
 - model: a `torch.nn.Module` (the engine moves it to the device); `context.datasets` is built;
 - loss: a callable `loss(outputs, targets) -> 0-d tensor`;
 - optimizer: a `torch.optim.Optimizer` over `context.model.parameters()`;
-- scheduler: an LR scheduler of `context.optimizer`, stepped once per epoch;
+- scheduler: an LR scheduler of `context.optimizer` (stepped per epoch, or per optimizer step
+  with `interval = "step"`; its default length is `context.schedule_length`); one that is
+  stepped with a metric has a `monitor` attribute naming the metrics key;
 - metric: an object with `name`, `reset()`, `update(outputs, targets)`, `compute() -> float`,
   and `all_reduce(sum_fn)` (used under data parallelism);
 - callback: an object whose methods implement lifecycle hooks below (`@pipeforge.hookimpl`);
@@ -88,7 +90,10 @@ def on_epoch_start(state: RunState, epoch: int, steps: int) -> None:
 
 @hookspec
 def on_batch_end(state: RunState, batch_index: int, loss: Any, batch_size: int) -> None:
-    """Called after every optimizer step. Keep it cheap: it runs on the hot path.
+    """Called after every training batch. Keep it cheap: it runs on the hot path.
+
+    With `trainer.accumulate_grad_batches = k` it follows each of the k batches of a group;
+    `state.global_step` counts optimizer steps (it grows after a group's last batch).
 
     :param batch_index: index of the batch within the epoch, from 0.
     :param loss: the batch's loss as a detached 0-d tensor *on the device*; calling `.item()`

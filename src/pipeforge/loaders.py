@@ -75,6 +75,13 @@ class Batches:
         full, rest = divmod(self.order.local_size, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
+    def samples(self, first: int, end: int) -> int:
+        """Samples in batches `first` to `end - 1` of an epoch (only the last batch may be short)."""
+        count = (end - first) * self.batch_size
+        if end == len(self) and not self.drop_last:
+            count -= len(self) * self.batch_size - self.order.local_size
+        return count
+
     def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         raise NotImplementedError
 

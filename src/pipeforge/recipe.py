@@ -15,10 +15,12 @@ names the place (file, line and column, dotted key, or `--set` text), never anot
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Collection, Literal, get_args, get_origin
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pipeforge.errors import Problem, RecipeError, UsageError, shorten
 # Reading lives in recipe_file; apply_overrides and read_toml are imported from here too.
@@ -92,8 +94,37 @@ class TrainerSection(Section):
         "evaluated split's loss. Losses are minimised, everything else maximised. It must be a "
         "key the run writes: <split>_loss or <split>_<metric> of an evaluated split, or train_loss.",
     )
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description='"bf16" runs forward passes under torch.autocast in bfloat16.'
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32", description='"bf16" runs forward passes under torch.autocast in bfloat16; "fp16" in '
+        'float16 with a gradient scaler (torch.amp.GradScaler); "auto": bf16 where the device '
+        "supports it, else fp16 on CUDA, fp32 on the CPU.",
+    )
+    accumulate_grad_batches: int = Field(
+        1, ge=1, le=1_000_000, description="Batches whose gradients are summed into one optimizer step; the "
+        "loss is weighted by samples, so k batches of b train like one batch of k*b.",
+    )
+    clip_grad_norm: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Clip the gradients' total 2-norm to this before each "
+        "optimizer step (unscaled first under fp16).",
+    )
+    clip_grad_value: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Clip every gradient element to [-v, v] before each optimizer step.",
+    )
+    log_grad_norm: bool = Field(
+        False, description="Record the gradients' 2-norm before clipping: the epoch's mean as `grad_norm` in "
+        "metrics.jsonl, and per step as `state.grad_norm` for callbacks.",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, le=2**62, description="Stop after this many optimizer steps (ends the run as finished; "
+        "schedulers plan for it).",
+    )
+    max_time: float | str | None = Field(
+        None, description='Stop with a checkpoint once training has run this long, e.g. "2h30m", "45m", '
+        '"90s" or a number of seconds; exit 3, and `pipeforge run --resume` continues.',
+    )
+    threads: int | Literal["auto"] = Field(
+        "auto", description='torch CPU threads of the training process. "auto": 1 when another process '
+        "keeps the CPUs busy (the load average), else one per CPU (at most 8).",
     )
     channels_last: bool = Field(False, description="Use channels-last memory format for 4-d inputs.")
     compile: bool = Field(
@@ -115,6 +146,79 @@ class TrainerSection(Section):
             return value
         raise ValueError(f'expected "auto" or an integer from 0 to 256, found {_describe(value)}')
 
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and 1 <= value <= 1024):
+            return value
+        raise ValueError(f'expected "auto" or an integer from 1 to 1024, found {_describe(value)}')
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: float | str | None) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _one_clipping(self) -> TrainerSection:
+        if self.clip_grad_norm is not None and self.clip_grad_value is not None:
+            raise ValueError("set clip_grad_norm or clip_grad_value, not both")
+        return self
+
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(value: float | str) -> float:
+    """Seconds in a duration written as a number of seconds or as "1d2h30m10s" (any part)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as \"2h30m\" or a number of seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        found = _DURATION.match(value.strip())
+        if not value.strip() or found is None:
+            raise ValueError('expected a duration such as "2h30m", "45m" or "90s", or a number of seconds')
+        days, hours, minutes, secs = (float(part or 0) for part in found.groups())
+        seconds = days * 86400 + hours * 3600 + minutes * 60 + secs
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("expected a positive duration")
+    return seconds
+
+
+class SchedulerSpec(ComponentSpec):
+    """`[scheduler]`: a registered scheduler (`name` + its params) and how the engine steps it."""
+
+    interval: Literal["epoch", "step"] = Field(
+        "epoch", description='Step the scheduler after every epoch, or after every optimizer step.'
+    )
+    warmup_steps: int | None = Field(
+        None, ge=1, le=2**62, description='Optimizer steps of linear warm-up before the scheduler (interval = "step").'
+    )
+    warmup_epochs: int | None = Field(
+        None, ge=1, le=1_000_000, description='Epochs of linear warm-up before the scheduler (interval = "epoch").'
+    )
+    warmup_ratio: float | None = Field(
+        None, gt=0, lt=1, description="Warm-up as a fraction of the run's scheduler steps (either interval)."
+    )
+    warmup_start_factor: float = Field(
+        0.001, gt=0, le=1, description="The warm-up starts at lr × this and rises linearly to lr."
+    )
+
+    @model_validator(mode="after")
+    def _warmup_in_its_units(self) -> SchedulerSpec:
+        given = [key for key in ("warmup_steps", "warmup_epochs", "warmup_ratio") if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set one of {', '.join(given)}, not several")
+        if self.warmup_steps is not None and self.interval != "step":
+            raise ValueError('warmup_steps counts optimizer steps: set interval = "step" (or use warmup_epochs)')
+        if self.warmup_epochs is not None and self.interval != "epoch":
+            raise ValueError('warmup_epochs counts epochs: set interval = "epoch" (or use warmup_steps)')
+        return self
+
+    @property
+    def warmup(self) -> bool:
+        return any(value is not None for value in (self.warmup_steps, self.warmup_epochs, self.warmup_ratio))
+
 
 class Recipe(Section):
     """A whole recipe. Component tables hold `name` plus that component's params."""
@@ -124,7 +228,7 @@ class Recipe(Section):
     model: ComponentSpec
     loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="cross_entropy"))
     optimizer: ComponentSpec
-    scheduler: ComponentSpec | None = None
+    scheduler: SchedulerSpec | None = None
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     metrics: list[ComponentSpec] = Field(
         default_factory=lambda: [ComponentSpec(name="accuracy")]
@@ -225,7 +329,7 @@ def _check_raw_components(data: dict[str, Any], registry: Registry, skip: set[st
             if table in skip or path in skip or not isinstance(raw, dict) or "name" not in raw:
                 continue
             try:
-                spec = ComponentSpec.model_validate(raw)
+                spec = (SchedulerSpec if table == "scheduler" else ComponentSpec).model_validate(raw)
             except ValidationError:
                 continue
             problems += check_spec(kind, spec, path, registry)
@@ -476,4 +580,6 @@ def resolved(recipe: Recipe) -> dict[str, Any]:
 def _resolved_spec(spec: ComponentSpec) -> dict[str, Any]:
     if spec.bound is None:
         raise ValueError(f"component '{spec.name}' was not validated; use validate_recipe()")
-    return {"name": spec.name, **spec.bound.params.model_dump(mode="json", exclude_none=True)}
+    own = {key: getattr(spec, key) for key in type(spec).model_fields if key != "name"}  # e.g. interval
+    return {"name": spec.name, **{k: v for k, v in own.items() if v is not None},
+            **spec.bound.params.model_dump(mode="json", exclude_none=True)}

@@ -98,6 +98,7 @@ class Saver:
         self.every_epochs = trainer.checkpoint_every_epochs
         self.last_epoch = trainer.epochs
         self.keep = trainer.keep_checkpoints
+        self.accumulate = trainer.accumulate_grad_batches
         self.best_metric = trainer.best_metric or (f"{eval_splits[0]}_loss" if eval_splits else "train_loss")
         self.minimise = self.best_metric.endswith("loss")
         self.best: float | None = None
@@ -145,6 +146,7 @@ class Saver:
         if broken_ranks:
             # Never overwrite a good checkpoint with broken weights: stop here instead.
             raise self.not_finite("the weights or the training loss are not finite")
+        grads = self.group_grads(progress) if not epoch_end else None  # a collective under DDP
         if not self.dist.is_main:
             return
         improved = epoch_end and self._improves(state.history[-1].get(self.best_metric))
@@ -159,13 +161,16 @@ class Saver:
             epochs_done=state.epoch if epoch_end else state.epoch - 1,
             global_step=state.global_step,
             position=Position(progress.order_state.clone(), progress.batches_done,
-                              torch.tensor(loss_total), int(samples), self.dist.world),
+                              torch.tensor(loss_total), int(samples), self.dist.world,
+                              cpu_copy(progress.grad_norm_sum), progress.grad_norm_steps),
             rng=capture_rng(),
             history=[dict(row) for row in state.history],
             best=self.best,
             classes=state.datasets.classes,
             example_input=self.example,
             callbacks=self.callback_states(),
+            scaler=state.scaler.state_dict() if state.scaler is not None else None,
+            grads=grads,
         )
         path = self.directory / f"step-{state.global_step:08d}.pt"
         snapshot = serialize(saved.to_payload()) if inline else saved.to_payload()
@@ -178,6 +183,19 @@ class Saver:
             fsync_dir(self.directory)  # the new names (and the pruned ones) are durable together
 
         self.writer.submit(write)
+
+    def group_grads(self, progress: EpochProgress) -> dict[str, torch.Tensor] | None:
+        """The gradients accumulated so far when a checkpoint falls inside an accumulation
+        group (a stop between its batches), averaged over ranks as DDP's all-reduce would;
+        None at a group's end."""
+        if self.accumulate == 1 or progress.batches_done % self.accumulate == 0:
+            return None
+        grads = {}
+        for name, param in self.state.model.named_parameters():
+            if param.grad is not None:
+                total = self.dist.sum(param.grad.detach().clone())
+                grads[name] = (total / self.dist.world if self.dist.world > 1 else total).to("cpu")
+        return grads
 
     def callback_states(self) -> dict[str, Any]:
         """Each callback's `state_dict()` (those that have one), checked to be loadable with

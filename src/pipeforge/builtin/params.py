@@ -56,14 +56,51 @@ class AdamWParams(AdamParams):
     weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay.")
 
 
+# Scheduler lengths count the scheduler's own steps: epochs, or optimizer steps with
+# `interval = "step"`. Defaults come from the run (`BuildContext.schedule_length`).
+
+
 class StepLRParams(Params):
-    step_size: int = Field(ge=1, description="Epochs between learning-rate decays.")
-    gamma: float = Field(0.1, gt=0, description="Multiplicative decay factor.")
+    step_size: int = Field(ge=1, description="Scheduler steps between learning-rate decays.")
+    gamma: float = Field(0.1, gt=0, le=1, description="Multiplicative decay factor.")
+
+
+class MultiStepParams(Params):
+    milestones: list[int] = Field(min_length=1, description="Scheduler steps at which the lr is multiplied by gamma.")
+    gamma: float = Field(0.1, gt=0, le=1, description="Multiplicative decay factor.")
 
 
 class CosineParams(Params):
-    t_max: int | None = Field(None, ge=1, description="Epochs of one cosine cycle; default: trainer.epochs.")
+    t_max: int | None = Field(None, ge=1, description="Scheduler steps of the cosine; default: the whole run after warm-up.")
     eta_min: float = Field(0.0, ge=0, description="Minimum learning rate.")
+
+
+class LinearDecayParams(Params):
+    end_factor: float = Field(0.0, ge=0, le=1, description="The lr ends at lr × this.")
+    total_iters: int | None = Field(None, ge=1, description="Scheduler steps of the decay; default: the whole run after warm-up.")
+
+
+class OneCycleParams(Params):
+    max_lr: float = Field(gt=0, description="Peak learning rate.")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="Fraction of the cycle spent increasing the lr.")
+    div_factor: float = Field(25.0, gt=0, description="Initial lr = max_lr / div_factor.")
+    final_div_factor: float = Field(1e4, gt=0, description="Final lr = initial lr / final_div_factor.")
+    anneal_strategy: Literal["cos", "linear"] = Field("cos", description="How the lr anneals.")
+
+
+class PlateauParams(Params):
+    monitor: str = Field("val_loss", min_length=1, description="The metrics.jsonl key to watch.")
+    mode: Literal["auto", "min", "max"] = Field("auto", description='"auto": min for keys ending in "loss".')
+    factor: float = Field(0.1, gt=0, lt=1, description="lr × factor when the metric plateaus.")
+    patience: int = Field(10, ge=0, description="Epochs without improvement before reducing.")
+    threshold: float = Field(1e-4, ge=0, description="Least relative change that counts as improvement.")
+    cooldown: int = Field(0, ge=0, description="Epochs to wait after a reduction.")
+    min_lr: float = Field(0.0, ge=0, description="Lower bound on the lr.")
+
+
+class ConstantParams(Params):
+    factor: float = Field(1.0, gt=0, le=1, description="lr × factor for the first total_iters steps, then lr.")
+    total_iters: int = Field(0, ge=0, description="Scheduler steps at lr × factor (0: constant lr, e.g. warm-up only).")
 
 
 # ---------------------------------------------------------------- losses and metrics
