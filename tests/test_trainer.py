@@ -213,3 +213,21 @@ def test_bad_trainer_values_are_refused_at_validate(tmp_path):
     ]:
         with pytest.raises(RecipeError, match=message):
             pipeforge.run(recipe(**trainer), run_dir=tmp_path / "never")
+
+
+def test_deterministic_mode_and_the_model_summary(tmp_path):
+    before = torch.are_deterministic_algorithms_enabled()
+    seen = []
+
+    class Watch(Callback):
+        def on_fit_start(self, state):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+
+    result = pipeforge.run(recipe(deterministic=True), run_dir=tmp_path / "run", callbacks=[Watch()])
+    assert seen == [True] and torch.are_deterministic_algorithms_enabled() == before  # restored after
+    parameters = 6 * 16 + 16 + 16 * 3 + 3
+    assert result.state.model_summary == {"parameters": parameters, "trainable": parameters,
+                                          "size_mb": round(parameters * 4 / 2**20, 3)}
+    import json
+
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["model"] == result.state.model_summary

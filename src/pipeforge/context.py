@@ -111,6 +111,7 @@ class RunState:
     stop_reason: str | None = None
     scaler: Any = None  # the fp16 gradient scaler, when precision is fp16
     grad_norm: Any = None  # the latest pre-clip gradient norm (a device tensor), with log_grad_norm
+    model_summary: dict[str, Any] = field(default_factory=dict)  # parameters, trainable, size_mb
 
     def request_stop(self, reason: str) -> None:
         """End training early, as a finished run: after the current step (or, when asked in

@@ -5,6 +5,7 @@ hangs off a lifecycle hook; nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -12,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -42,6 +43,12 @@ def fit(
     request, `TrainingError` when the loss is not finite, and `PluginError`/`DataError` when a
     component cannot be built.
     """
+    with deterministic_algorithms(recipe.trainer.deterministic):
+        return _fit(recipe, plugins, run_dir, list(extra), stop, resume, dist)
+
+
+def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], stop: StopRequest | None,
+         resume: Checkpoint | None, dist: Dist) -> RunState:
     hook = plugins.manager.hook
     trainer = recipe.trainer
     set_threads(trainer.threads)
@@ -61,7 +68,10 @@ def fit(
 
     step = Step(parts.forward, parts.loss_fn, optimizer, device, precision, trainer.channels_last, dist,
                 trainer.accumulate_grad_batches, trainer.clip_grad_norm, trainer.clip_grad_value, trainer.log_grad_norm)
-    state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets, scaler=step.scaler)
+    state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets, scaler=step.scaler,
+                     model_summary=model_summary(model))
+    if dist.is_main:
+        run_dir.update_env(model=state.model_summary)
     saver = Saver(run_dir.path, state, trainer, list(evaluator.batches), dist, parts.callbacks, parts.labels)
     progress = EpochProgress(order_state=order.get_state())
     if resume is not None:
@@ -399,6 +409,34 @@ def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
         grad_norm_sum=position.grad_norm_sum.to(device) if position.grad_norm_sum is not None else None,
         grad_norm_steps=position.grad_norm_steps,
     )
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(wanted: bool) -> Iterator[None]:
+    """torch's deterministic mode for the run (it is process-wide: restored afterwards)."""
+    if not wanted:
+        yield
+        return
+    # cuBLAS needs a fixed workspace to be deterministic; it must be set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+
+
+def model_summary(model: torch.nn.Module) -> dict[str, Any]:
+    """Parameters, trainable parameters and the size of the weights (parameters and buffers)."""
+    params = list(model.parameters())
+    size = sum(t.numel() * t.element_size() for t in [*params, *model.buffers()])
+    return {"parameters": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad),
+            "size_mb": round(size / 2**20, 3)}
 
 
 def set_threads(threads: int | str) -> None:

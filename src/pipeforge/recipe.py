@@ -122,6 +122,10 @@ class TrainerSection(Section):
         None, description='Stop with a checkpoint once training has run this long, e.g. "2h30m", "45m", '
         '"90s" or a number of seconds; exit 3, and `pipeforge run --resume` continues.',
     )
+    deterministic: bool = Field(
+        False, description="Use only deterministic torch algorithms (torch.use_deterministic_algorithms, "
+        "cuDNN deterministic and not benchmarking, CUBLAS_WORKSPACE_CONFIG): repeatable on a GPU, often slower.",
+    )
     threads: int | Literal["auto"] = Field(
         "auto", description='torch CPU threads of the training process. "auto": 1 when another process '
         "keeps the CPUs busy (the load average), else one per CPU (at most 8).",

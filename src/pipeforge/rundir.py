@@ -174,7 +174,8 @@ class RunDir:
 
     def update_env(self, **fields: Any) -> None:
         """Add `fields` to env.json (e.g. why a run stopped early), replacing it atomically."""
-        env = json.loads((self.path / "env.json").read_text(encoding="utf-8"))
+        path = self.path / "env.json"
+        env = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         env.update(fields)
         self._replace("env.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
 
