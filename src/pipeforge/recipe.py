@@ -178,6 +178,8 @@ def parse_duration(value: float | str) -> float:
         raise ValueError("expected a duration such as \"2h30m\" or a number of seconds")
     if isinstance(value, (int, float)):
         seconds = float(value)
+    elif not isinstance(value, str):
+        raise ValueError("expected a duration such as \"2h30m\" or a number of seconds")
     else:
         found = _DURATION.match(value.strip())
         if not value.strip() or found is None:
