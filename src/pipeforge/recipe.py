@@ -142,20 +142,9 @@ class TrainerSection(Section):
         300.0, gt=0, le=30 * 86400, description="Seconds a collective may wait for other ranks before the job fails."
     )
 
-    @field_validator("num_workers", mode="before")
-    @classmethod
-    def _workers(cls, value: Any) -> Any:
-        # Checked before the union, whose own errors would name each of its members.
-        if value == "auto" or (type(value) is int and 0 <= value <= 256):
-            return value
-        raise ValueError(f'expected "auto" or an integer from 0 to 256, found {_describe(value)}')
-
-    @field_validator("threads", mode="before")
-    @classmethod
-    def _threads(cls, value: Any) -> Any:
-        if value == "auto" or (type(value) is int and 1 <= value <= 1024):
-            return value
-        raise ValueError(f'expected "auto" or an integer from 1 to 1024, found {_describe(value)}')
+    # Checked before the union, whose own errors would name each of its members.
+    _workers = field_validator("num_workers", mode="before")(lambda value: _auto_or_int(value, 0, 256))
+    _threads = field_validator("threads", mode="before")(lambda value: _auto_or_int(value, 1, 1024))
 
     @field_validator("max_time", mode="before")
     @classmethod
@@ -167,6 +156,12 @@ class TrainerSection(Section):
         if self.clip_grad_norm is not None and self.clip_grad_value is not None:
             raise ValueError("set clip_grad_norm or clip_grad_value, not both")
         return self
+
+
+def _auto_or_int(value: Any, low: int, high: int) -> Any:
+    if value == "auto" or (type(value) is int and low <= value <= high):
+        return value
+    raise ValueError(f'expected "auto" or an integer from {low} to {high}, found {_describe(value)}')
 
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
