@@ -231,3 +231,56 @@ def test_deterministic_mode_and_the_model_summary(tmp_path):
     import json
 
     assert json.loads((tmp_path / "run" / "env.json").read_text())["model"] == result.state.model_summary
+
+
+# ------------------------------------------------------------------------------ EMA
+
+
+def test_ema_weights_equal_averaged_models_in_a_hand_loop(tmp_path):
+    result = pipeforge.run(recipe(ema_decay=0.9, ema_every_steps=2), run_dir=tmp_path / "run")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    model, x, y = hand_setup()
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    step = 0
+    for _ in range(3):
+        for start in range(0, 70, 8):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[start:start + 8]), y[start:start + 8]).backward()
+            optimizer.step()
+            step += 1
+            if step % 2 == 0:
+                ema.update_parameters(model)
+    mine, theirs = weights(result.state.ema.module), weights(ema.module)
+    assert all(torch.allclose(mine[k], theirs[k], atol=1e-7, rtol=0) for k in theirs)
+    assert not torch.equal(mine["1.weight"], weights(result.state.model)["1.weight"])
+    saved = torch.load(tmp_path / "run" / "model_ema.pt", weights_only=True)
+    assert all(torch.equal(saved[k], mine[k]) for k in mine)
+
+
+def test_ema_resumes_bitwise_and_serves_evaluate_predict_export(tmp_path):
+    run = recipe(ema_decay=0.8, ema_for_eval=True)
+    reference = pipeforge.run(run, run_dir=tmp_path / "reference")
+    stop = StopRequest()
+    with pytest.raises(Interrupted):
+        pipeforge.run(run, run_dir=tmp_path / "run", stop=stop, callbacks=[StopAt(stop, batch=3)])
+    pipeforge.resume(tmp_path / "run")
+    for name in ("model.pt", "model_ema.pt"):
+        mine = torch.load(tmp_path / "run" / name, weights_only=True)
+        theirs = torch.load(tmp_path / "reference" / name, weights_only=True)
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), name
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "reference" / "metrics.jsonl").read_text()
+    # metrics.jsonl evaluated the averaged weights: `--checkpoint ema` reproduces its last row.
+    evaluation = pipeforge.evaluate(tmp_path / "run", checkpoint="ema")
+    assert evaluation.metrics["val_accuracy"] == reference.history[-1]["val_accuracy"]
+    assert evaluation.metrics["val_loss"] == pytest.approx(reference.history[-1]["val_loss"], rel=1e-5)
+    exported = run_pipeforge("export", tmp_path / "run", "--format", "torchscript", "--checkpoint", "ema",
+                             "-o", tmp_path / "ema.ts", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+
+
+def test_evaluate_ema_of_a_run_without_it_names_the_setting(tmp_path):
+    pipeforge.run(recipe(epochs=1), run_dir=tmp_path / "run")
+    with pytest.raises(pipeforge.CheckpointError, match="trainer.ema_decay"):
+        pipeforge.evaluate(tmp_path / "run", checkpoint="ema")

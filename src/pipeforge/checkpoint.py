@@ -27,7 +27,7 @@ from pipeforge.errors import CheckpointError
 
 FORMAT = "pipeforge-checkpoint"
 # Version 1: pipeforge 0.1.0. Version 2 adds `callbacks` (each callback's state_dict), `scaler`,
-# `grads` and the position's gradient-norm sums. A later
+# `grads`, `ema` and the position's gradient-norm sums. A later
 # version that adds fields must still read every earlier one (tests/data/format1-run is a
 # version-1 checkpoint kept for that).
 FORMAT_VERSION = 2
@@ -96,6 +96,7 @@ class Checkpoint:
     callbacks: dict[str, Any] = field(default_factory=dict)
     scaler: dict[str, Any] | None = None  # the fp16 gradient scaler's state
     grads: dict[str, torch.Tensor] | None = None  # a mid-accumulation-group checkpoint's gradients so far
+    ema: dict[str, Any] | None = None  # the AveragedModel's state (trainer.ema_decay)
 
     def to_payload(self) -> dict[str, Any]:
         """The dict `torch.save` writes: tensors and plain values only."""
@@ -117,6 +118,7 @@ class Checkpoint:
             "callbacks": self.callbacks,
             "scaler": self.scaler,
             "grads": self.grads,
+            "ema": self.ema,
         }
 
     @classmethod
@@ -144,7 +146,7 @@ class Checkpoint:
                 history=list(payload["history"]), best=payload.get("best"),
                 classes=payload.get("classes"), example_input=payload.get("example_input"),
                 callbacks=dict(payload.get("callbacks") or {}),  # format 1 has none of these three
-                scaler=payload.get("scaler"), grads=payload.get("grads"),
+                scaler=payload.get("scaler"), grads=payload.get("grads"), ema=payload.get("ema"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: a damaged pipeforge checkpoint: {_field_problem(exc)}") from None

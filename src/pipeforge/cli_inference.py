@@ -24,7 +24,8 @@ from pipeforge.errors import EXIT_FAILURE, UsageError
 
 CHECKPOINT_HELP = (
     "weights to use: the run's model.pt (default), 'last' (newest valid step checkpoint), "
-    "'best' (checkpoints/best.pt) or a checkpoint / state_dict file"
+    "'best' (checkpoints/best.pt), 'ema' (model_ema.pt, with trainer.ema_decay) or a checkpoint / "
+    "state_dict file"
 )
 
 
@@ -36,7 +37,7 @@ def add_commands(command: Callable[..., Any]) -> None:
         "--split", dest="splits", action="append", metavar="SPLIT",
         help="split to evaluate (default: every split but train); repeatable",
     )
-    evaluate.add_argument("--checkpoint", metavar="best|last|PATH", help=CHECKPOINT_HELP)
+    evaluate.add_argument("--checkpoint", metavar="best|last|ema|PATH", help=CHECKPOINT_HELP)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("-o", "--output", type=Path, metavar="FILE",
                           help="also write the metrics as JSON to FILE (which must not exist)")
@@ -48,7 +49,7 @@ def add_commands(command: Callable[..., Any]) -> None:
         help="what the run's dataset plugin reads: e.g. an image file, a CSV or JSON file, "
         "or a literal such as '[[7.5, 3.0]]'",
     )
-    predict.add_argument("--checkpoint", metavar="best|last|PATH", help=CHECKPOINT_HELP)
+    predict.add_argument("--checkpoint", metavar="best|last|ema|PATH", help=CHECKPOINT_HELP)
     predict.add_argument("--json", action="store_true", help="print class probabilities as JSON")
 
     export = command("export", cmd_export, "write a run's model as TorchScript or ONNX and check it")
@@ -57,7 +58,7 @@ def add_commands(command: Callable[..., Any]) -> None:
                         help="torchscript (torch.jit) or onnx (needs pipeforge[onnx])")
     export.add_argument("-o", "--output", type=Path, metavar="FILE",
                         help="file to write (default RUN_DIR/model.ts or RUN_DIR/model.onnx); must not exist")
-    export.add_argument("--checkpoint", metavar="best|last|PATH", help=CHECKPOINT_HELP)
+    export.add_argument("--checkpoint", metavar="best|last|ema|PATH", help=CHECKPOINT_HELP)
 
 
 def _run_dir_arg(sub: argparse.ArgumentParser) -> None:

@@ -110,6 +110,7 @@ class RunState:
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str | None = None
     scaler: Any = None  # the fp16 gradient scaler, when precision is fp16
+    ema: Any = None  # the AveragedModel of the weights, with trainer.ema_decay (`ema.module`)
     grad_norm: Any = None  # the latest pre-clip gradient norm (a device tensor), with log_grad_norm
     model_summary: dict[str, Any] = field(default_factory=dict)  # parameters, trainable, size_mb
 

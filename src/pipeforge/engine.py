@@ -61,7 +61,9 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], st
     parts = build_parts(recipe, plugins, run_dir, device, dist, order)
     datasets, model, optimizer, train = parts.datasets, parts.model, parts.optimizer, parts.train
     scheduler = parts.schedule.scheduler if parts.schedule is not None else None
-    evaluator = Evaluator.build(recipe, datasets, _eval_splits(recipe, datasets), parts.eval_forward,
+    ema = build_ema(model, trainer.ema_decay)
+    evaluator = Evaluator.build(recipe, datasets, _eval_splits(recipe, datasets),
+                                ema.module if trainer.ema_for_eval else parts.eval_forward,
                                 parts.loss_fn, parts.metrics, device, dist, train_key="train_eval")
     # What `validate` could not know (the data's splits and classes), before any step runs.
     check_against_data(recipe, list(evaluator.batches), datasets.num_classes, [m.name for m in parts.metrics])
@@ -69,7 +71,7 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], st
     step = Step(parts.forward, parts.loss_fn, optimizer, device, precision, trainer.channels_last, dist,
                 trainer.accumulate_grad_batches, trainer.clip_grad_norm, trainer.clip_grad_value, trainer.log_grad_norm)
     state = RunState(recipe, run_dir.path, str(device), model, optimizer, scheduler, datasets, scaler=step.scaler,
-                     model_summary=model_summary(model))
+                     ema=ema, model_summary=model_summary(model))
     if dist.is_main:
         run_dir.update_env(model=state.model_summary)
     saver = Saver(run_dir.path, state, trainer, list(evaluator.batches), dist, parts.callbacks, parts.labels)
@@ -315,6 +317,8 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
         loss = step.train(inputs, targets, weight, update)
         if update:
             state.global_step += 1
+            if state.ema is not None and state.global_step % state.recipe.trainer.ema_every_steps == 0:
+                state.ema.update_parameters(state.model)
             if step.log_norm:
                 state.grad_norm = step.last_norm
                 progress.add_grad_norm(step.last_norm)
@@ -390,6 +394,8 @@ def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
         state.scheduler.load_state_dict(saved.scheduler)
     if state.scaler is not None and saved.scaler is not None:
         state.scaler.load_state_dict(saved.scaler)
+    if state.ema is not None and saved.ema is not None:
+        state.ema.load_state_dict(saved.ema)
     for name, param in state.model.named_parameters():  # a checkpoint inside an accumulation group
         if saved.grads and name in saved.grads:
             param.grad = saved.grads[name].to(param.device)
@@ -428,6 +434,16 @@ def deterministic_algorithms(wanted: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+
+
+def build_ema(model: torch.nn.Module, decay: float | None) -> Any:
+    """An exponential moving average of `model`'s weights and buffers (torch's AveragedModel),
+    or None without a decay."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def model_summary(model: torch.nn.Module) -> dict[str, Any]:

@@ -121,7 +121,8 @@ def _install_hint(problem: Problem, run_dir: Path) -> Problem:
 
 
 def choose_weights(run_dir: Path, choice: str | None) -> Weights:
-    """Load the weights `--checkpoint` names: None → model.pt, "last", "best", or a path.
+    """Load the weights `--checkpoint` names: None → model.pt, "last", "best", "ema"
+    (model_ema.pt, the averaged weights), or a path.
 
     Raises `CheckpointError` naming the file when it is missing, unreadable or carries code.
     """
@@ -134,7 +135,12 @@ def choose_weights(run_dir: Path, choice: str | None) -> Weights:
     if choice == "best":
         path = directory / "best.pt"
         return _from_checkpoint(path, checkpoint.load(path))
-    if choice is None:
+    if choice == "ema":
+        path = run_dir / "model_ema.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such file; the run keeps averaged weights only with "
+                                  "trainer.ema_decay, and writes them when it finishes")
+    elif choice is None:
         path = run_dir / "model.pt"
         if not path.is_file():
             raise CheckpointError(

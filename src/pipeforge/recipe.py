@@ -122,6 +122,14 @@ class TrainerSection(Section):
         None, description='Stop with a checkpoint once training has run this long, e.g. "2h30m", "45m", '
         '"90s" or a number of seconds; exit 3, and `pipeforge run --resume` continues.',
     )
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay "
+        "(torch.optim.swa_utils.AveragedModel), written as model_ema.pt; e.g. 0.999.",
+    )
+    ema_every_steps: int = Field(1, ge=1, le=1_000_000, description="Update the average every N optimizer steps.")
+    ema_for_eval: bool = Field(
+        False, description="Evaluate (metrics.jsonl, best.pt, early stopping) with the averaged weights.",
+    )
     deterministic: bool = Field(
         False, description="Use only deterministic torch algorithms (torch.use_deterministic_algorithms, "
         "cuDNN deterministic and not benchmarking, CUBLAS_WORKSPACE_CONFIG): repeatable on a GPU, often slower.",
@@ -152,9 +160,11 @@ class TrainerSection(Section):
         return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
-    def _one_clipping(self) -> TrainerSection:
+    def _consistent(self) -> TrainerSection:
         if self.clip_grad_norm is not None and self.clip_grad_value is not None:
             raise ValueError("set clip_grad_norm or clip_grad_value, not both")
+        if self.ema_for_eval and self.ema_decay is None:
+            raise ValueError("ema_for_eval needs ema_decay")
         return self
 
 

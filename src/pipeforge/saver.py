@@ -152,6 +152,8 @@ class Saver:
         improved = epoch_end and self._improves(state.history[-1].get(self.best_metric))
         if improved:
             self.best = state.history[-1][self.best_metric]
+        if state.ema is not None:
+            weights["ema"] = state.ema.state_dict()
         inline = tensor_bytes(weights) <= self.INLINE_BYTES
         if not inline or self.device.type != "cpu":
             # A copy later steps cannot change; on the CPU, so the file loads on any machine.
@@ -215,6 +217,8 @@ class Saver:
         checkpoint may still be being written."""
         if self.dist.is_main:
             write_atomic(self.run_dir / "model.pt", self.state.model.state_dict())
+            if self.state.ema is not None:  # the averaged weights, loadable like model.pt
+                write_atomic(self.run_dir / "model_ema.pt", self.state.ema.module.state_dict())
 
     def not_finite(self, what: str) -> TrainingError:
         """The error that stops a run whose loss or weights stopped being finite."""
