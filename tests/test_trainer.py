@@ -284,3 +284,19 @@ def test_evaluate_ema_of_a_run_without_it_names_the_setting(tmp_path):
     pipeforge.run(recipe(epochs=1), run_dir=tmp_path / "run")
     with pytest.raises(pipeforge.CheckpointError, match="trainer.ema_decay"):
         pipeforge.evaluate(tmp_path / "run", checkpoint="ema")
+
+
+def test_mid_epoch_evaluations_carry_their_step_and_resume_exactly(tmp_path):
+    run = recipe(epochs=2, eval_every_steps=4)
+    reference = pipeforge.run(run, run_dir=tmp_path / "reference")
+    steps = [(row["epoch"], row.get("step"), "train_loss" in row) for row in reference.history]
+    # 9 optimizer steps per epoch: evaluations after steps 4 and 8, then the epoch's own row.
+    assert steps == [(1, 4, False), (1, 8, False), (1, None, True), (2, 12, False), (2, 16, False), (2, None, True)]
+    assert all("val_accuracy" in row and "lr" in row for row in reference.history)
+    stop = StopRequest()
+    with pytest.raises(Interrupted):
+        pipeforge.run(run, run_dir=tmp_path / "run", stop=stop, callbacks=[StopAt(stop, batch=5, epoch=2)])
+    resumed = pipeforge.resume(tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "reference" / "metrics.jsonl").read_text()
+    mine, theirs = weights(resumed.state.model), weights(reference.state.model)
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)

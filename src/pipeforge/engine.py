@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -95,20 +95,12 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], st
             hook.on_epoch_start(state=state, epoch=epoch, steps=len(train))
             # Resuming mid-epoch: replay the epoch's shuffle, then skip the batches already done.
             order.set_state(progress.order_state)
-            train_loss = train_epoch(state, train, step, progress, hook, saver, stop, parts.schedule, limits)
+            train_loss = train_epoch(state, train, step, progress, hook, saver, stop, parts.schedule, limits,
+                                     lambda: record(state, evaluator, hook, run_dir, {"epoch": epoch, "step": state.global_step}))
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
             if step.log_norm:
                 row["grad_norm"] = progress.mean_grad_norm()
-            for split in evaluator.batches:
-                split_metrics = evaluator.run(split)
-                hook.on_validation_end(state=state, split=split, metrics=split_metrics)
-                row.update(split_metrics)
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            if parts.schedule is not None:
-                parts.schedule.after_epoch(row)
-            state.history.append(row)
-            if dist.is_main:
-                run_dir.append_metrics(row)
+            record(state, evaluator, hook, run_dir, row, parts.schedule)
             progress = EpochProgress(order_state=order.get_state())
             hook.on_epoch_end(state=state, epoch=epoch, metrics=row)
             # After on_epoch_end, so the checkpoint holds what callbacks made of this epoch
@@ -295,13 +287,31 @@ class Limits:
         return self.max_time is not None and time.monotonic() - self.started >= self.max_time
 
 
+def record(state: RunState, evaluator: Evaluator, hook: Any, run_dir: RunDir, row: dict[str, Any],
+           schedule: Schedule | None = None) -> None:
+    """Evaluate every split into `row`, add the lr, step an epoch schedule (it may read the
+    row), and record the row in the history and metrics.jsonl (rank 0)."""
+    for split in evaluator.batches:
+        split_metrics = evaluator.run(split)
+        hook.on_validation_end(state=state, split=split, metrics=split_metrics)
+        row.update(split_metrics)
+    row["lr"] = state.optimizer.param_groups[0]["lr"]
+    if schedule is not None:
+        schedule.after_epoch(row)
+    state.history.append(row)
+    if evaluator.step.dist.is_main:
+        run_dir.append_metrics(row)
+
+
 def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochProgress, hook: Any, saver: Saver,
-                stop: StopRequest | None, schedule: Schedule | None, limits: Limits) -> float:
+                stop: StopRequest | None, schedule: Schedule | None, limits: Limits,
+                evaluate_now: Callable[[], None]) -> float:
     """Train over the epoch's remaining batches; returns the epoch's mean loss per sample.
 
     With accumulation, `on_batch_end` follows every batch and `state.global_step` counts
     optimizer steps; a stop is taken between batches, a mid-group checkpoint keeps the group's
-    gradients so far."""
+    gradients so far. `evaluate_now` records a mid-epoch evaluation (`trainer.eval_every_steps`)."""
+    every_eval = state.recipe.trainer.eval_every_steps
     step.forward.train()
     if progress.loss_sum is None:
         progress.loss_sum = torch.zeros((), device=step.device)
@@ -333,6 +343,9 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
             saver.save(progress)
             saver.finish()  # on disk before the process exits
             raise _stopped(state, stop, timed_out, limits)
+        if update and every_eval and state.global_step % every_eval == 0 and batch_index + 1 < count:
+            evaluate_now()
+            step.forward.train()
         if update:
             saver.step_done(progress, inputs)
             if limits.steps_reached(state.global_step):

@@ -122,6 +122,10 @@ class TrainerSection(Section):
         None, description='Stop with a checkpoint once training has run this long, e.g. "2h30m", "45m", '
         '"90s" or a number of seconds; exit 3, and `pipeforge run --resume` continues.',
     )
+    eval_every_steps: int | None = Field(
+        None, ge=1, le=2**62, description="Also evaluate every N optimizer steps within epochs; those rows of "
+        "metrics.jsonl carry `step` and no train_loss (best.pt and early stopping use epoch rows).",
+    )
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay "
         "(torch.optim.swa_utils.AveragedModel), written as model_ema.pt; e.g. 0.999.",
