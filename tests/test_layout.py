@@ -105,7 +105,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["errors", "version", "atomic", "distributed", "loaders"], 0),  # foundations
     **dict.fromkeys(["registry", "recipe", "recipe_file", "context", "contract", "hookspecs", "plugins", "schema"], 1),  # contract
     **dict.fromkeys(["checkpoint", "rundir", "saver"], 2),  # run records
-    **dict.fromkeys(["step", "engine"], 3),  # the loop and the step it repeats
+    **dict.fromkeys(["setup", "step", "build", "evaluation", "engine"], 3),  # the loop and what it runs
     **dict.fromkeys(["inference", "export"], 4),  # using a finished run
     "api": 5,
     **dict.fromkeys(["console", "cli_common", "cli_run", "cli_inference", "cli", "__main__", ""], 6),

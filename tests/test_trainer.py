@@ -15,7 +15,7 @@ from pipeforge import Callback, Interrupted, RecipeError, StopRequest
 from pipeforge.builtin import params as p
 from pipeforge.builtin.synthetic import build_dataset, build_mlp
 from pipeforge.context import BuildContext
-from pipeforge.engine import seed_everything
+from pipeforge.setup import seed_everything
 from pipeforge import TimeLimitReached
 
 BASE = {

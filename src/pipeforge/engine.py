@@ -1,33 +1,32 @@
-"""The training loop. Read `fit` top to bottom: seed → build → (resume) → epochs of
-train / evaluate / record / checkpoint → save. Every extra behaviour (progress, TensorBoard, …)
-hangs off a lifecycle hook; nothing here prints.
+"""The training loop. Read `fit` top to bottom: set up → build → (resume) → epochs of
+train / evaluate / record / checkpoint → save. Building is `build.py`, one step `step.py`,
+evaluation `evaluation.py`, checkpoint cadence `saver.py`; every extra behaviour (progress,
+TensorBoard, early stopping, …) hangs off a lifecycle hook; nothing here prints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import random
 import signal
 import time
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
+from pipeforge.build import build_ema, build_parts, eval_splits, model_summary
 from pipeforge.checkpoint import Checkpoint, EpochProgress, restore_rng
-from pipeforge.context import BuildContext, Datasets, RunState, StopRequest
-from pipeforge.contract import check_callback, check_metric
+from pipeforge.context import RunState, StopRequest
 from pipeforge.distributed import Dist
-from pipeforge.errors import Interrupted, PipeforgeError, PluginError, TimeLimitReached, UsageError
-from pipeforge.loaders import Batches, make_batches
+from pipeforge.errors import Interrupted, PipeforgeError, TimeLimitReached
+from pipeforge.evaluation import Evaluator
+from pipeforge.loaders import Batches
 from pipeforge.plugins import Plugins, register
 from pipeforge.recipe import Recipe, check_against_data
 from pipeforge.rundir import RunDir
 from pipeforge.saver import Saver
-from pipeforge.step import Schedule, Step, build_schedule, group_bounds, resolve_precision, steps_per_epoch
+from pipeforge.setup import deterministic_algorithms, resolve_device, seed_everything, set_threads
+from pipeforge.step import Schedule, Step, group_bounds, resolve_precision
 
 
 def fit(
@@ -62,7 +61,7 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], st
     datasets, model, optimizer, train = parts.datasets, parts.model, parts.optimizer, parts.train
     scheduler = parts.schedule.scheduler if parts.schedule is not None else None
     ema = build_ema(model, trainer.ema_decay)
-    evaluator = Evaluator.build(recipe, datasets, _eval_splits(recipe, datasets),
+    evaluator = Evaluator.build(recipe, datasets, eval_splits(recipe, datasets),
                                 ema.module if trainer.ema_for_eval else parts.eval_forward,
                                 parts.loss_fn, parts.metrics, device, dist, train_key="train_eval")
     # What `validate` could not know (the data's splits and classes), before any step runs.
@@ -118,157 +117,6 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], st
             if plugins.manager.is_registered(plugin):
                 plugins.manager.unregister(plugin)
     return state
-
-
-@dataclass
-class Parts:
-    """Everything a recipe builds, ready for the loop."""
-
-    datasets: Datasets
-    model: Any  # the plain module: its weights are saved, and it evaluates
-    forward: Any  # what trains: the model, maybe wrapped in DDP and/or torch.compile
-    eval_forward: Any
-    loss_fn: Any
-    optimizer: Any
-    schedule: Schedule | None
-    train: Batches  # this rank's training batches
-    metrics: list[Any]
-    callbacks: dict[str, Any]  # "<index>.<name>" in recipe.callbacks → the callback object
-    labels: dict[str, str]  # the same keys → how messages name the component
-
-
-def build_parts(recipe: Recipe, plugins: Plugins, run_dir: RunDir, device: torch.device, dist: Dist,
-                order: torch.Generator) -> Parts:
-    """Build the recipe's components from the registry, in dependency order: a model may need
-    the data's classes, an optimizer the model, a scheduler the number of steps in the run.
-    Callbacks exist on rank 0 only."""
-    context = BuildContext(plugins.registry, recipe.run.seed, device.type, run_dir.path, recipe)
-    context.datasets = datasets = build_datasets(context)
-    if dist.is_main:
-        run_dir.write_skipped(datasets.skipped)
-    context.model = model = place_model(build_model(context), device, recipe)
-    loss_fn = context.build("loss", recipe.loss)
-    context.optimizer = optimizer = context.build("optimizer", recipe.optimizer)
-    trainer = recipe.trainer
-    train = train_batches(recipe, datasets, order, device, dist)
-    schedule = None
-    if recipe.scheduler is not None:
-        per_epoch = steps_per_epoch(len(train), trainer.accumulate_grad_batches)
-        schedule = build_schedule(context, recipe.scheduler, trainer.epochs, per_epoch, trainer.max_steps)
-    metrics = build_metrics(context, dist)
-    callbacks, labels = build_callbacks(context) if dist.is_main else ({}, {})
-    # Evaluation uses the plain module: its shards are uneven across ranks, and a DDP forward
-    # would wait on the other ranks.
-    forward = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    eval_forward = model
-    if recipe.trainer.compile:
-        forward, eval_forward = torch.compile(forward), torch.compile(model)
-    return Parts(datasets, model, forward, eval_forward, loss_fn, optimizer, schedule, train, metrics, callbacks, labels)
-
-
-def build_datasets(context: BuildContext) -> Datasets:
-    """Build the recipe's `[dataset]`; anything but a `Datasets` is the plugin's error."""
-    spec = context.recipe.dataset
-    datasets = context.build("dataset", spec)
-    if not isinstance(datasets, Datasets):
-        raise PluginError(f"dataset '{spec.name}' returned {type(datasets).__name__}, expected pipeforge.Datasets")
-    return datasets
-
-
-def build_model(context: BuildContext) -> torch.nn.Module:
-    """Build the recipe's `[model]` (on the CPU); anything but a `torch.nn.Module` is the
-    plugin's error."""
-    spec = context.recipe.model
-    model = context.build("model", spec)
-    if not isinstance(model, torch.nn.Module):
-        raise PluginError(f"model '{spec.name}' returned {type(model).__name__}, expected a torch.nn.Module")
-    return model
-
-
-def place_model(model: torch.nn.Module, device: torch.device, recipe: Recipe) -> torch.nn.Module:
-    """Move a model to the run's device, in channels-last format when the recipe asks for it."""
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if recipe.trainer.channels_last else model
-
-
-def build_metrics(context: BuildContext, dist: Dist = Dist()) -> list[Any]:
-    """Build the recipe's `[[metrics]]`, each checked against the metric contract; two metrics
-    writing the same key are refused (the second would silently replace the first)."""
-    metrics, keys = [], {}
-    for index, spec in enumerate(context.recipe.metrics):
-        label = component_label(context, "metric", spec.name, f"metrics[{index}]")
-        metric = context.build("metric", spec)
-        check_metric(metric, label, data_parallel=dist.enabled)
-        if metric.name in keys:
-            raise PluginError(f"{keys[metric.name]} and {label} both record '<split>_{metric.name}'; "
-                              "remove one, or give one other params")
-        keys[metric.name] = label
-        metrics.append(metric)
-    return metrics
-
-
-def build_callbacks(context: BuildContext) -> tuple[dict[str, Any], dict[str, str]]:
-    """Build the recipe's `[[callbacks]]`, keyed `<index>.<name>` (the key their saved state
-    has in checkpoints), with the label messages name each by."""
-    callbacks, labels = {}, {}
-    for index, spec in enumerate(context.recipe.callbacks):
-        key = f"{index}.{spec.name}"
-        labels[key] = component_label(context, "callback", spec.name, f"callbacks[{index}]")
-        callbacks[key] = context.build("callback", spec)
-        check_callback(callbacks[key], labels[key])
-    return callbacks, labels
-
-
-def component_label(context: BuildContext, kind: str, name: str, where: str) -> str:
-    """How an error names a component: its name, where the recipe names it, its distribution."""
-    owner = context.registry.owner(kind, name)
-    origin = f", from {owner.distribution} {owner.version}" if owner is not None else ""
-    return f"{kind} '{name}' ({where}{origin})"
-
-
-def train_batches(recipe: Recipe, datasets: Datasets, order: torch.Generator, device: torch.device,
-                  dist: Dist) -> Batches:
-    """This rank's training batches, shuffled by `order`."""
-    trainer = recipe.trainer
-    return make_batches(_split(datasets, "train"), batch_size=trainer.batch_size, shuffle=trainer.shuffle,
-                        drop_last=trainer.drop_last, generator=order, device=device,
-                        num_workers=trainer.num_workers, rank=dist.rank, world=dist.world)
-
-
-@dataclass
-class Evaluator:
-    """Loss and metrics of a model on the splits it evaluates: after each epoch of a run, and
-    in `pipeforge evaluate`, with the same batches, precision and keys."""
-
-    step: Step
-    batches: dict[str, Batches]
-    metrics: list[Any]
-    train_key: str
-
-    @classmethod
-    def build(cls, recipe: Recipe, datasets: Datasets, splits: list[str], forward: Any, loss_fn: Any,
-              metrics: list[Any], device: torch.device, dist: Dist, train_key: str = "train") -> Evaluator:
-        """Unshuffled batches of each split (this rank's shard of it, unpadded, so every sample
-        counts once) at the eval batch size. The training split's keys start with `train_key`:
-        during a run that is `train_eval`, so evaluating it does not overwrite the loss trained on."""
-        trainer = recipe.trainer
-        batches = {
-            split: make_batches(_split(datasets, split), batch_size=trainer.eval_batch_size or trainer.batch_size,
-                                shuffle=False, drop_last=False, generator=None, pad=False, device=device,
-                                num_workers=trainer.num_workers, rank=dist.rank, world=dist.world)
-            for split in splits
-        }
-        step = Step(forward, loss_fn, None, device, resolve_precision(trainer.precision, device), trainer.channels_last, dist)
-        return cls(step, batches, metrics, train_key)
-
-    def run(self, split: str) -> dict[str, float]:
-        """`{<key>_loss: …, <key>_<metric>: …}`, the key being the split's name (`train_key`
-        for the training split)."""
-        return evaluate(self.step, self.batches[split], self.metrics, self.train_key if split == "train" else split)
 
 
 @dataclass
@@ -371,31 +219,6 @@ def _stopped(state: RunState, stop: StopRequest | None, timed_out: bool, limits:
     return Interrupted(f"stopped by {signal.Signals(number).name} {where}", number)
 
 
-@torch.no_grad()
-def evaluate(step: Step, batches: Batches, metrics: list[Any], split: str) -> dict[str, float]:
-    """Loss and every metric over one split, as `{<split>_loss: …, <split>_<metric>: …}`."""
-    step.forward.eval()
-    total = torch.zeros((), device=step.device)
-    count = 0
-    for metric in metrics:
-        metric.reset()
-    for batch in batches.epoch():
-        inputs, targets = step.inputs(*batch)
-        with step.autocast():
-            outputs = step.forward(inputs)
-            total += step.loss_fn(outputs, targets).float() * targets.shape[0]
-        count += targets.shape[0]
-        for metric in metrics:
-            metric.update(outputs, targets)
-    totals = step.dist.sum(torch.stack([total, torch.tensor(float(count), device=step.device)]))
-    if step.dist.enabled:
-        for metric in metrics:
-            metric.all_reduce(partial(_sum_on, step.dist, step.device))
-    result = {f"{split}_loss": (totals[0] / totals[1].clamp(min=1)).item()}
-    result.update({f"{split}_{metric.name}": metric.compute() for metric in metrics})
-    return result
-
-
 def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
     """Put model, optimizer, scheduler, RNGs and history back as the checkpoint has them.
 
@@ -430,78 +253,6 @@ def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
     )
 
 
-@contextlib.contextmanager
-def deterministic_algorithms(wanted: bool) -> Iterator[None]:
-    """torch's deterministic mode for the run (it is process-wide: restored afterwards)."""
-    if not wanted:
-        yield
-        return
-    # cuBLAS needs a fixed workspace to be deterministic; it must be set before CUDA starts.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-              torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
-
-
-def build_ema(model: torch.nn.Module, decay: float | None) -> Any:
-    """An exponential moving average of `model`'s weights and buffers (torch's AveragedModel),
-    or None without a decay."""
-    if decay is None:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def model_summary(model: torch.nn.Module) -> dict[str, Any]:
-    """Parameters, trainable parameters and the size of the weights (parameters and buffers)."""
-    params = list(model.parameters())
-    size = sum(t.numel() * t.element_size() for t in [*params, *model.buffers()])
-    return {"parameters": sum(p.numel() for p in params),
-            "trainable": sum(p.numel() for p in params if p.requires_grad),
-            "size_mb": round(size / 2**20, 3)}
-
-
-def set_threads(threads: int | str) -> None:
-    """torch's CPU threads for this process. "auto" keeps an explicit OMP_NUM_THREADS; else one
-    thread when other processes already keep the CPUs busy (more threads then make small
-    models many times slower: they wait for each other), one per CPU (at most 8) when idle."""
-    if threads == "auto":
-        if os.environ.get("OMP_NUM_THREADS"):
-            return
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * cpus
-        threads = 1 if busy else min(cpus, 8)
-    torch.set_num_threads(int(threads))
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy (when installed) and torch on every device."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy
-    except ImportError:
-        return
-    numpy.random.seed(seed % 2**32)
-
-
-def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
-    """"auto" → CUDA when present, else CPU; "cuda" without a GPU is an error, not a fallback.
-    Under data parallelism each process uses the GPU of its local rank."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError('trainer.device is "cuda" but no CUDA device is available; use "auto" or "cpu"')
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", dist.local_rank)
-
-
 def _stops(stop: StopRequest | None, state: RunState, dist: Dist, device: torch.device,
            limits: Limits) -> tuple[bool, bool, bool]:
     """(a signal asks to stop, a callback asks to stop, max_time is up), the same on every
@@ -532,19 +283,3 @@ def _stop_agreed(state: RunState, dist: Dist, device: torch.device) -> bool:
     return state.stop_reason is not None
 
 
-def _sum_on(dist: Dist, device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
-    """A metric's `sum_fn`: the sum over ranks, computed on the run's device (NCCL reduces only
-    CUDA tensors) and returned on the tensor's own device."""
-    return dist.sum(tensor.to(device)).to(tensor.device)
-
-
-def _split(datasets: Datasets, split: str) -> Any:
-    if split not in datasets.splits:
-        raise PluginError(f"the dataset has no '{split}' split (it has: {', '.join(datasets.splits)})")
-    return datasets.splits[split]
-
-
-def _eval_splits(recipe: Recipe, datasets: Datasets) -> list[str]:
-    if recipe.trainer.eval_splits is not None:
-        return recipe.trainer.eval_splits
-    return [split for split in datasets.splits if split != "train"]

@@ -19,12 +19,12 @@ import torch
 from pipeforge import checkpoint
 from pipeforge.context import BuildContext, Datasets
 from pipeforge.distributed import Dist
-from pipeforge.engine import (
-    Evaluator, build_datasets, build_metrics, build_model, place_model, resolve_device, seed_everything,
-)
+from pipeforge.build import build_datasets, build_metrics, build_model, place_model
+from pipeforge.evaluation import Evaluator
 from pipeforge.errors import CheckpointError, DataError, PluginError, Problem, RecipeError, UsageError
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe, load_recipe, read_toml
+from pipeforge.setup import resolve_device, seed_everything
 
 
 @dataclass
