@@ -15,17 +15,17 @@ names the place (file, line and column, dotted key, or `--set` text), never anot
 from __future__ import annotations
 
 import difflib
-import math
-import re
 from pathlib import Path
-from typing import Annotated, Any, Collection, Literal, get_args, get_origin
+from typing import Any, Collection, get_args, get_origin
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError
 
 from pipeforge.errors import Problem, RecipeError, UsageError, shorten
 # Reading lives in recipe_file; apply_overrides and read_toml are imported from here too.
 from pipeforge.recipe_file import MAX_DEPTH, TOO_DEEP, apply_overrides, parse_override, read_toml  # noqa: F401
-from pipeforge.registry import INT64_MAX, INT64_MIN, ComponentSpec, Params, Registry
+from pipeforge.registry import INT64_MAX, INT64_MIN, ComponentSpec, Registry
+# The tables of pipeforge's own; RunSection and TrainerSection are imported from here too.
+from pipeforge.sections import RunSection, SchedulerSpec, Section, TrainerSection, describe  # noqa: F401
 
 # Which registry kind each recipe table names.
 COMPONENT_TABLES: dict[str, str] = {
@@ -37,202 +37,6 @@ COMPONENT_TABLES: dict[str, str] = {
     "metrics": "metric",
     "callbacks": "callback",
 }
-
-
-# A split's name becomes part of metric keys (`val_loss`) and, for some datasets, a folder name.
-SplitName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-
-
-class Section(BaseModel):
-    """A table of pipeforge's own: as strict as component params (see `pipeforge.Params`)."""
-
-    model_config = Params.model_config
-
-
-class RunSection(Section):
-    """`[run]`: what the run is called and how it is seeded."""
-
-    name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100,
-        description="Run name; the default run dir is runs/<name>-<timestamp>/.",
-    )
-    seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX, description="Seeds python, numpy and torch, and the data order.")
-
-
-class TrainerSection(Section):
-    """`[trainer]`: how the loop runs."""
-
-    epochs: int = Field(1, ge=1, le=1_000_000, description="Training epochs.")
-    batch_size: int = Field(32, ge=1, le=2**24, description="Training batch size.")
-    eval_batch_size: int | None = Field(
-        None, ge=1, le=2**24, description="Batch size for evaluation; defaults to batch_size."
-    )
-    shuffle: bool = Field(True, description="Reshuffle the training split every epoch.")
-    drop_last: bool = Field(False, description="Drop the last incomplete training batch.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description='"auto" uses CUDA when it is available, else the CPU.'
-    )
-    num_workers: int | Literal["auto"] = Field(
-        "auto", description='DataLoader worker processes per split, for datasets that are not '
-        'in-memory tensors; "auto": one less than the CPUs (at most 4). Bitwise-exact resume of '
-        "randomly augmented data needs 0.",
-    )
-    eval_splits: list[SplitName] | None = Field(
-        None, description="Splits evaluated after each epoch; default: every split but train."
-    )
-    checkpoint_every_steps: int | None = Field(
-        None, ge=1, description="Also checkpoint every N optimizer steps (besides the epoch-end checkpoints)."
-    )
-    checkpoint_every_epochs: int = Field(
-        1, ge=0, le=1_000_000, description="Checkpoint every N epochs and after the last one (0: only after the "
-        "last); best.pt is chosen among the checkpointed epochs. Raise it for short epochs, where "
-        "writing checkpoints takes a large share of the time.",
-    )
-    keep_checkpoints: int = Field(2, ge=1, le=10_000, description="Step checkpoints kept (plus best.pt).")
-    best_metric: str | None = Field(
-        None, min_length=1, max_length=200, description='Metric that picks best.pt, e.g. "val_accuracy"; default: the first '
-        "evaluated split's loss. Losses are minimised, everything else maximised. It must be a "
-        "key the run writes: <split>_loss or <split>_<metric> of an evaluated split, or train_loss.",
-    )
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
-        "fp32", description='"bf16" runs forward passes under torch.autocast in bfloat16; "fp16" in '
-        'float16 with a gradient scaler (torch.amp.GradScaler); "auto": bf16 where the device '
-        "supports it, else fp16 on CUDA, fp32 on the CPU.",
-    )
-    accumulate_grad_batches: int = Field(
-        1, ge=1, le=1_000_000, description="Batches whose gradients are summed into one optimizer step; the "
-        "loss is weighted by samples, so k batches of b train like one batch of k*b.",
-    )
-    clip_grad_norm: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="Clip the gradients' total 2-norm to this before each "
-        "optimizer step (unscaled first under fp16).",
-    )
-    clip_grad_value: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="Clip every gradient element to [-v, v] before each optimizer step.",
-    )
-    log_grad_norm: bool = Field(
-        False, description="Record the gradients' 2-norm before clipping: the epoch's mean as `grad_norm` in "
-        "metrics.jsonl, and per step as `state.grad_norm` for callbacks.",
-    )
-    max_steps: int | None = Field(
-        None, ge=1, le=2**62, description="Stop after this many optimizer steps (ends the run as finished; "
-        "schedulers plan for it).",
-    )
-    max_time: float | str | None = Field(
-        None, description='Stop with a checkpoint once training has run this long, e.g. "2h30m", "45m", '
-        '"90s" or a number of seconds; exit 3, and `pipeforge run --resume` continues.',
-    )
-    eval_every_steps: int | None = Field(
-        None, ge=1, le=2**62, description="Also evaluate every N optimizer steps within epochs; those rows of "
-        "metrics.jsonl carry `step` and no train_loss (best.pt and early stopping use epoch rows).",
-    )
-    ema_decay: float | None = Field(
-        None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay "
-        "(torch.optim.swa_utils.AveragedModel), written as model_ema.pt; e.g. 0.999.",
-    )
-    ema_every_steps: int = Field(1, ge=1, le=1_000_000, description="Update the average every N optimizer steps.")
-    ema_for_eval: bool = Field(
-        False, description="Evaluate (metrics.jsonl, best.pt, early stopping) with the averaged weights.",
-    )
-    deterministic: bool = Field(
-        False, description="Use only deterministic torch algorithms (torch.use_deterministic_algorithms, "
-        "cuDNN deterministic and not benchmarking, CUBLAS_WORKSPACE_CONFIG): repeatable on a GPU, often slower.",
-    )
-    threads: int | Literal["auto"] = Field(
-        "auto", description='torch CPU threads of the training process. "auto": 1 when another process '
-        "keeps the CPUs busy (the load average), else one per CPU (at most 8).",
-    )
-    channels_last: bool = Field(False, description="Use channels-last memory format for 4-d inputs.")
-    compile: bool = Field(
-        False, description="torch.compile the model (costs start-up time; pays off on long runs)."
-    )
-    strategy: Literal["auto", "ddp", "none"] = Field(
-        "auto", description='"auto": data-parallel (DDP) when launched by torchrun with WORLD_SIZE > 1; '
-        '"ddp": require such a launch; "none": refuse one. batch_size is per process.',
-    )
-    dist_timeout_s: float = Field(
-        300.0, gt=0, le=30 * 86400, description="Seconds a collective may wait for other ranks before the job fails."
-    )
-
-    # Checked before the union, whose own errors would name each of its members.
-    _workers = field_validator("num_workers", mode="before")(lambda value: _auto_or_int(value, 0, 256))
-    _threads = field_validator("threads", mode="before")(lambda value: _auto_or_int(value, 1, 1024))
-
-    @field_validator("max_time", mode="before")
-    @classmethod
-    def _duration(cls, value: float | str | None) -> float | None:
-        return None if value is None else parse_duration(value)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TrainerSection:
-        if self.clip_grad_norm is not None and self.clip_grad_value is not None:
-            raise ValueError("set clip_grad_norm or clip_grad_value, not both")
-        if self.ema_for_eval and self.ema_decay is None:
-            raise ValueError("ema_for_eval needs ema_decay")
-        return self
-
-
-def _auto_or_int(value: Any, low: int, high: int) -> Any:
-    if value == "auto" or (type(value) is int and low <= value <= high):
-        return value
-    raise ValueError(f'expected "auto" or an integer from {low} to {high}, found {_describe(value)}')
-
-
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
-
-
-def parse_duration(value: float | str) -> float:
-    """Seconds in a duration written as a number of seconds or as "1d2h30m10s" (any part)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as \"2h30m\" or a number of seconds")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif not isinstance(value, str):
-        raise ValueError("expected a duration such as \"2h30m\" or a number of seconds")
-    else:
-        found = _DURATION.match(value.strip())
-        if not value.strip() or found is None:
-            raise ValueError('expected a duration such as "2h30m", "45m" or "90s", or a number of seconds')
-        days, hours, minutes, secs = (float(part or 0) for part in found.groups())
-        seconds = days * 86400 + hours * 3600 + minutes * 60 + secs
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("expected a positive duration")
-    return seconds
-
-
-class SchedulerSpec(ComponentSpec):
-    """`[scheduler]`: a registered scheduler (`name` + its params) and how the engine steps it."""
-
-    interval: Literal["epoch", "step"] = Field(
-        "epoch", description='Step the scheduler after every epoch, or after every optimizer step.'
-    )
-    warmup_steps: int | None = Field(
-        None, ge=1, le=2**62, description='Optimizer steps of linear warm-up before the scheduler (interval = "step").'
-    )
-    warmup_epochs: int | None = Field(
-        None, ge=1, le=1_000_000, description='Epochs of linear warm-up before the scheduler (interval = "epoch").'
-    )
-    warmup_ratio: float | None = Field(
-        None, gt=0, lt=1, description="Warm-up as a fraction of the run's scheduler steps (either interval)."
-    )
-    warmup_start_factor: float = Field(
-        0.001, gt=0, le=1, description="The warm-up starts at lr × this and rises linearly to lr."
-    )
-
-    @model_validator(mode="after")
-    def _warmup_in_its_units(self) -> SchedulerSpec:
-        given = [key for key in ("warmup_steps", "warmup_epochs", "warmup_ratio") if getattr(self, key) is not None]
-        if len(given) > 1:
-            raise ValueError(f"set one of {', '.join(given)}, not several")
-        if self.warmup_steps is not None and self.interval != "step":
-            raise ValueError('warmup_steps counts optimizer steps: set interval = "step" (or use warmup_epochs)')
-        if self.warmup_epochs is not None and self.interval != "epoch":
-            raise ValueError('warmup_epochs counts epochs: set interval = "epoch" (or use warmup_steps)')
-        return self
-
-    @property
-    def warmup(self) -> bool:
-        return any(value is not None for value in (self.warmup_steps, self.warmup_epochs, self.warmup_ratio))
 
 
 class Recipe(Section):
@@ -294,7 +98,7 @@ def validate_recipe(data: dict[str, Any], registry: Registry, source: str | None
     checked and bound, so a finished run can be used without the plugins of the parts it no
     longer needs (its callbacks, its optimizer); the cross-table checks are left out."""
     if not isinstance(data, dict):
-        raise RecipeError([Problem("", f"expected a table of tables, found {_describe(data)}")], source)
+        raise RecipeError([Problem("", f"expected a table of tables, found {describe(data)}")], source)
     problems = check_shape(data)
     if problems:  # deeper checks would recurse through what is too deep
         raise RecipeError(problems, source)
@@ -330,7 +134,7 @@ def check_shape(data: dict[str, Any]) -> list[Problem]:
             items = value.items() if isinstance(value, dict) else enumerate(value)
             stack.extend((item, [*loc, key]) for key, item in items)
         elif type(value) is int and not INT64_MIN <= value <= INT64_MAX:
-            problems.append(Problem(_dotted(loc), f"expected an integer within 64 bits (TOML's range), found {_describe(value)}"))
+            problems.append(Problem(_dotted(loc), f"expected an integer within 64 bits (TOML's range), found {describe(value)}"))
     return sorted(problems, key=lambda p: p.path)
 
 
@@ -453,7 +257,7 @@ def _check_best_metric(recipe: Recipe, splits: list[str] | None, names: list[str
         expected = " or ".join(f"<split>{suffix}" for suffix in suffixes)
     if fits:
         return []
-    message = f"expected a key the run writes ({expected}), found {_describe(wanted)}"
+    message = f"expected a key the run writes ({expected}), found {describe(wanted)}"
     return [Problem("trainer.best_metric", message, did_you_mean(wanted, keys))]
 
 
@@ -491,24 +295,6 @@ _EXPECTED = (
     ("List should have", "expected an array with"),
 )
 
-_TOML_TYPES = {str: "string", bool: "boolean", int: "integer", float: "float", list: "array", dict: "table"}
-
-
-def _describe(value: Any) -> str:
-    """A value as a message shows it: `0.1 (float)`, `'fast' (string)`, `table`; cut to
-    `SHOWN_CHARS`, so a megabyte value shows as a line."""
-    kind = _TOML_TYPES.get(type(value), type(value).__name__)
-    if isinstance(value, (dict, list)):
-        return kind
-    if isinstance(value, bool):
-        shown = "true" if value else "false"
-    elif isinstance(value, int) and value.bit_length() > 128:  # repr() of a huge int can even fail
-        shown = f"a {value.bit_length()}-bit number"
-    else:
-        shown = shorten(repr(value))
-    return f"{shown} ({kind})"
-
-
 def _problems(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[Problem]:
     # A message shows a few problems: suggesting a key for each of 20,000 would take seconds.
     return [_problem(err, model, prefix, hint=i < 100) for i, err in enumerate(exc.errors())]
@@ -524,7 +310,7 @@ def _problem(error: dict[str, Any], model: type[BaseModel], prefix: str = "", hi
         suggestion = did_you_mean(str(loc[-1]), allowed) if allowed else None
         if suggestion is None and allowed:
             suggestion = f"allowed keys: {', '.join(allowed)}"
-        return Problem(path, f"unknown key (found {_describe(error['input'])})", suggestion)
+        return Problem(path, f"unknown key (found {describe(error['input'])})", suggestion)
     if kind == "missing":
         return Problem(path, "required key is missing")
     if kind == "value_error":  # a validator's own words, which say what they found
@@ -532,7 +318,7 @@ def _problem(error: dict[str, Any], model: type[BaseModel], prefix: str = "", hi
     expected = error["msg"]
     for pydantic_words, ours in _EXPECTED:
         expected = expected.replace(pydantic_words, ours)
-    return Problem(path, f"{expected}, found {_describe(error['input'])}")
+    return Problem(path, f"{expected}, found {describe(error['input'])}")
 
 
 def _dotted(loc: list[Any]) -> str:
