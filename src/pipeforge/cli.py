@@ -21,6 +21,7 @@ from rich.text import Text
 from pipeforge.version import __version__
 from pipeforge.cli_common import discover_plugins, error, out
 from pipeforge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PipeforgeError, UsageError
+from pipeforge.kit.check import requirement_findings
 from pipeforge.recipe import did_you_mean, load_recipe
 from pipeforge.registry import KINDS
 
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
             "else as a string); repeatable",
         )
 
-    from pipeforge import cli_inference, cli_run
+    from pipeforge import cli_inference, cli_kit, cli_run
 
     cli_run.add_commands(command, recipe_args)
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
 
     cli_inference.add_commands(command)
+    cli_kit.add_commands(command)
     return parser
 
 
@@ -126,6 +128,11 @@ def cmd_list_plugins(args: argparse.Namespace) -> int:
         }
         for p in plugins.registry.plugins
     ]
+    for row, plugin in zip(rows, plugins.registry.plugins):
+        # A plugin declares the pipeforge versions it supports in its dependencies.
+        wrong = [text for kind, text in requirement_findings(plugin) if kind == "problem"]
+        if plugin.status == "ok" and wrong:
+            row["status"], row["error"] = "incompatible", wrong[0]
     if args.json:
         out.print_json(json.dumps({"plugins": rows}))
         return 0
