@@ -135,6 +135,8 @@ def test_schema_validates_bundled_recipes_and_rejects_typos(pipeforge, tmp_path)
     typo_top = tomllib.loads(QUICKSTART.read_text())
     typo_top["trainer"]["epoch"] = 3
     assert not validator.is_valid(typo_top)
+    again = pipeforge("schema", "-o", out)  # never replaces a file
+    assert again.returncode == 2 and "already exists" in again.stderr and json.loads(out.read_text()) == schema
 
 
 def test_python_dash_m_is_the_same_command(tmp_path):

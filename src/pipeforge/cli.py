@@ -173,8 +173,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(recipe_schema(discover_plugins().registry), indent=2)
     if args.output:
-        try:
-            args.output.write_text(text + "\n", encoding="utf-8")
+        try:  # "x": like every file pipeforge writes for a user, an existing one is never replaced
+            with open(args.output, "x", encoding="utf-8") as file:
+                file.write(text + "\n")
+        except FileExistsError:
+            raise UsageError(f"{args.output} already exists; nothing was written. Choose another file "
+                             "or remove it first.") from None
         except OSError as exc:  # a read-only place, a parent that is a file, a folder named so…
             raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         out.print(Text(f"wrote {args.output}"))
