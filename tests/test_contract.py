@@ -277,3 +277,15 @@ def test_a_finished_run_needs_only_the_plugins_of_the_parts_it_uses(tmp_path):
     message = str(caught.value)
     assert "metrics[0].name" in message and "callbacks" not in message
     assert "the run was trained with it from pipeforge-acme 1.2 (env.json): pip install 'pipeforge-acme==1.2'" in message
+
+
+def test_validate_refuses_a_builder_that_points_nowhere():
+    from pipeforge import RecipeError
+    from pipeforge.recipe import validate_recipe
+
+    plugins = with_component(Component("model", "acme.ghost", NoParams, "pipeforge_acme_gone.build:build_ghost"))
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe({**RECIPE, "model": {"name": "acme.ghost"}}, plugins.registry)
+    message = str(caught.value)
+    assert "model.name: model 'acme.ghost' (from pipeforge-acme 1.2) cannot load its builder" in message
+    assert "No module named 'pipeforge_acme_gone'" in message

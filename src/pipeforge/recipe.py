@@ -171,6 +171,12 @@ def check_spec(kind: str, spec: ComponentSpec, path: str, registry: Registry) ->
     except ValidationError as exc:
         return _problems(exc, component.params, prefix=path)
     spec.bind_validated(component, params)
+    missing = component.missing_builder()
+    if missing:
+        owner = registry.owner(kind, spec.name)
+        origin = f" (from {owner.distribution} {owner.version})" if owner else ""
+        return [Problem(f"{path}.name", f"{kind} '{spec.name}'{origin} {missing}", "reinstall the plugin, "
+                        "or run `pipeforge check-plugin` on it")]
     return _check_nested(params, path, registry)
 
 

@@ -14,6 +14,7 @@ use that, so a mistake in a table is found, and reported with its recipe locatio
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, ClassVar
 
@@ -135,6 +136,23 @@ class Component:
     def builder(self) -> Builder:
         """Resolve `build` to a callable, importing its module if it was given lazily."""
         return self._resolve(self.build, "builder")
+
+    def missing_builder(self) -> str | None:
+        """Why a lazy "module:function" builder cannot load, checked without running the module
+        (its package's `__init__` runs): its module is not installed, or the reference is not
+        "module:function". None when it looks loadable; `check-plugin` imports it for real."""
+        if callable(self.build):
+            return None
+        module_name, sep, attr = self.build.partition(":")
+        if not sep or not module_name or not attr.isidentifier():
+            return f"its builder '{self.build}' is not a \"module:function\" reference"
+        try:
+            found = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError) as exc:
+            found, why = None, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "no such module is installed"
+        return None if found is not None else f"cannot load its builder '{self.build}': {why}"
 
     def reader(self) -> Builder | None:
         """Resolve `read_inputs` like `builder`; None when the component has no input reader."""
