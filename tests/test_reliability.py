@@ -85,7 +85,7 @@ def test_two_claims_of_one_run_dir_one_wins_and_the_loser_changes_nothing(when, 
     """Two `pipeforge run --run-dir SAME` at once: exactly one gets the dir, and the refused
     one removes nothing (it used to delete the winner's files)."""
     path = tmp_path / "rd"
-    raced, winners, refused = [], [], []
+    raced, winners, refused, checks = [], [], [], []
     real_check = rundir._refuse_if_taken
 
     def other_process_claims() -> None:
@@ -99,7 +99,8 @@ def test_two_claims_of_one_run_dir_one_wins_and_the_loser_changes_nothing(when, 
 
     def check(target: Path, ignore: str | None = None) -> None:
         real_check(target, ignore)
-        if not raced and (ignore is None) == (when == "before the first one locks"):
+        checks.append(target)  # claim() checks twice: before it locks, and under the lock
+        if not raced and len(checks) == (1 if when == "before the first one locks" else 2):
             raced.append(True)
             other_process_claims()
 

@@ -63,7 +63,9 @@ class RunDir:
             if path.is_symlink() and not path.exists():
                 raise UsageError(f"cannot create the run dir {path}: it is a symbolic link to {os.readlink(path)}, "
                                  "which does not exist; nothing was written. Choose another --run-dir.")
-            _refuse_if_taken(path)
+            # A dir holding only a lock file was claimed by a run killed before it wrote anything:
+            # it may be claimed again. Whether another process still holds it, the lock decides.
+            _refuse_if_taken(path, ignore=LOCK)
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 path.mkdir()
