@@ -300,3 +300,10 @@ def test_mid_epoch_evaluations_carry_their_step_and_resume_exactly(tmp_path):
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "reference" / "metrics.jsonl").read_text()
     mine, theirs = weights(resumed.state.model), weights(reference.state.model)
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def test_the_console_shows_the_model_summary_at_start(tmp_path):
+    result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", tmp_path / "run",
+                           "--set", "trainer.epochs=1", "--set", "callbacks=[]", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "model: 1,283 parameters (1,283 trainable), 0.005 MB" in result.stdout  # 16-64-3 MLP

@@ -47,6 +47,11 @@ class ConsoleReporter:
                 + Text(f" on {state.device}: {sizes} samples; run dir {state.run_dir}"),
                 highlight=False,
             )
+            summary = state.model_summary
+            if summary:
+                self.console.print(Text(
+                    f"model: {summary['parameters']:,} parameters ({summary['trainable']:,} trainable), "
+                    f"{summary['size_mb']:g} MB"), highlight=False)
         skipped = len(state.datasets.skipped)
         if skipped:
             # Said once, whether or not --quiet: the user should know data was left out.
