@@ -71,8 +71,10 @@ def register_components():
 
 
 @hookimpl
-def on_batch_end(state):
+def on_batch_end(state, batch_index):
     if str(state.global_step) == os.environ.get("KILL_AT_STEP"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if f"{state.epoch}:{batch_index}" == os.environ.get("KILL_AT_BATCH"):  # "EPOCH:BATCH_INDEX"
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("STEP_SLEEP"):  # slow the run so a test's signal lands mid-run
         import time

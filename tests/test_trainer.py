@@ -306,4 +306,30 @@ def test_the_console_shows_the_model_summary_at_start(tmp_path):
     result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", tmp_path / "run",
                            "--set", "trainer.epochs=1", "--set", "callbacks=[]", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "model: 1,283 parameters (1,283 trainable), 0.005 MB" in result.stdout  # 16-64-3 MLP
+    assert "model: 1,283 parameters (1,283 trainable), 0.005 MB" in result.stdout + result.stderr  # 16-64-3 MLP
+
+
+@pytest.mark.slow
+def test_kill_9_inside_an_accumulation_group_during_warmup_with_fp16_and_ema(tmp_path, killer_env):
+    """SIGKILL between two batches of one group, inside the warm-up, under fp16 with EMA and
+    clipping: `--resume` continues from the newest checkpoint and ends bitwise identical."""
+    sets = ["trainer.epochs=3", "callbacks=[]", "trainer.accumulate_grad_batches=3", "trainer.precision=\"fp16\"",
+            "trainer.ema_decay=0.9", "trainer.clip_grad_norm=1.0", "trainer.checkpoint_every_steps=4",
+            "scheduler={name = \"cosine\", interval = \"step\", warmup_steps = 20}"]
+    args = [arg for text in sets for arg in ("--set", text)]
+    reference = tmp_path / "reference"
+    done = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", reference, "--quiet", *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_dir = tmp_path / "run"
+    # 32 batches an epoch, groups of 3: epoch 1's batch 16 is the second of the group 15-17,
+    # after step 5 (checkpointed at step 4), inside the 20-step warm-up.
+    killed = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", run_dir, "--quiet", *args, cwd=tmp_path,
+                           env={**killer_env, "KILL_AT_BATCH": "1:16"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("model.pt", "model_ema.pt"):
+        mine = torch.load(run_dir / name, weights_only=True)
+        theirs = torch.load(reference / name, weights_only=True)
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), name
+    assert (run_dir / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
