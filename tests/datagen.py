@@ -554,3 +554,19 @@ def write_popularity_csv(
                 price, rating = row
             writer.writerow([price, rating])
     return path
+
+
+# ---------------------------------------------------------------------------
+# Hostile variants of the real formats (tests/test_bad_data.py)
+# ---------------------------------------------------------------------------
+
+
+def write_idx_labels(path: PathLike, labels: Sequence[int]) -> Path:
+    """Write ``labels`` (each 0..255) as an IDX label file (magic 2049), replacing ``path``.
+
+    Lets a test plant labels a real file could hold but Fashion-MNIST must refuse (e.g. 10),
+    or a label count that differs from the images file's.  Returns the path.
+    """
+    path = Path(path)
+    path.write_bytes(_idx_labels(np.asarray(labels, dtype=np.int64)))
+    return path

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+
+from pipeforge.errors import PipeforgeError
+
+T = TypeVar("T")
 
 
 # Up to this size a split is permuted in one gather per epoch (a transient copy of the data);
@@ -132,7 +137,61 @@ class LoaderBatches(Batches):
     def epoch(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         self.order.skip = skip * self.batch_size
         with _stop_signals_held():  # the workers (if any) are forked here
-            return iter(self.loader)
+            batches = iter(self.loader)
+        return self._failing_plainly(batches)
+
+    def _failing_plainly(self, batches: Iterator[T]) -> Iterator[T]:
+        """`batches`; if the loader fails, its workers are stopped and the error is made plain.
+
+        torch puts a worker's whole traceback into the message of the error it re-raises, so a
+        `DataError` naming a bad file would reach the user as a page of traceback. A pipeforge
+        error is raised again as it was raised in the worker; any other error with its message
+        and the worker it came from. torch's error stays attached as the cause, so `--debug`
+        (which prints the chain of an unexpected error) still shows the worker's traceback.
+        """
+        try:
+            yield from batches
+        except Exception as exc:
+            self._stop_workers(batches)
+            plain = _as_raised_in_worker(exc)
+            if plain is None:
+                raise
+            raise plain from exc
+
+    def _stop_workers(self, batches: Iterator[object]) -> None:
+        # The workers ignore SIGTERM (see `_stop_signals_held`) and the failed iterator lives on
+        # in reference cycles through the error's traceback, so nothing else would stop them:
+        # Python's exit would wait for them forever.
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.loader._iterator = None  # a later epoch, if any, starts new workers
+
+
+# torch re-raises a worker's exception as `type(exc)(f"Caught {name} {where}.\nOriginal {traceback}")`.
+_WORKER_HEADER = re.compile(r"Caught (\w+) (in .+?)\.\nOriginal ")
+
+
+def _as_raised_in_worker(exc: Exception) -> Exception | None:
+    """The error `exc` re-raised by torch for a worker, rebuilt without the traceback text;
+    None when `exc` is not such an error or cannot be rebuilt from one message."""
+    text = str(exc)
+    header = _WORKER_HEADER.match(text)
+    if header is None:
+        return None
+    name, where = header.groups()
+    # The traceback ends with the exception's own line, "module.Name: message", unindented
+    # (frames are indented); a chained cause comes earlier, so the last such line is it.
+    lines = list(re.finditer(rf"^(?:[\w.]+\.)?{re.escape(name)}(?:: |$)", text, re.MULTILINE))
+    if not lines:
+        return None
+    message = text[lines[-1].end():].rstrip("\n")
+    if not isinstance(exc, PipeforgeError):
+        message = f"{message} ({where})"
+    try:
+        return type(exc)(message)
+    except Exception:  # an exception type that takes other arguments: leave torch's as it is
+        return None
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}

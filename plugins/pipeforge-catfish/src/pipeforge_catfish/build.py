@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,14 @@ LAYOUT = (
     "root/val/fish/002.png: one folder per split, inside it one folder per class"
 )
 SHOWN_REASONS = 3  # how many unreadable files an error message quotes
+FILE_KINDS = {
+    stat.S_IFIFO: "FIFO (named pipe)", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device", stat.S_IFDIR: "folder",
+}
+LINKED_FOLDER = (
+    "a link to a folder ({target}); not followed: a linked folder can lead back into this split "
+    "(repeating images, or giving another class's images this class's label)"
+)
 
 # ---------------------------------------------------------------------------------- dataset
 
@@ -42,8 +51,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, target = self.samples[index]
         try:
-            image = Image.open(path)
-            image.load()
+            image = read_image(path)
         except Exception as exc:
             raise DataError(
                 f"{path}: cannot be read any more ({type(exc).__name__}: {exc}); it was readable "
@@ -57,9 +65,12 @@ def build_image_folder(params: ImageFolderParams, context: BuildContext) -> Data
     """One split per sub-folder of `params.root`, classes from the class folders (sorted).
 
     Every candidate file (an image extension, as ImageFolder accepts) is fully decoded once;
-    one that fails is left out and returned in `Datasets.skipped` with the reason. Files are
-    only ever opened for reading. Raises `DataError` for a missing root or split folder, splits
-    whose class folders differ, and a class folder with no readable image.
+    one that fails is left out and returned in `Datasets.skipped` with the reason, and so is
+    anything that is not a regular file (a FIFO, a socket, a device, a broken link: never
+    opened) and every link to a folder inside a class folder (never followed). Files are only
+    ever opened for reading. Raises `DataError` for a missing root or split folder, splits
+    whose class folders differ, class folders that are links into one another or around the
+    split, and a class folder with no readable image.
     """
     root = Path(params.root).expanduser().absolute()
     if not root.is_dir():
@@ -102,7 +113,31 @@ def _class_folders(root: Path, split: str) -> list[str]:
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise DataError(f"catfish.image_folder: {folder} has no class folders; {LAYOUT}")
+    _refuse_overlapping_classes(folder, classes)
     return classes
+
+
+def _refuse_overlapping_classes(folder: Path, classes: list[str]) -> None:
+    """`DataError` if a class folder, through a link, holds the split or another class folder.
+
+    A class folder may be a link (e.g. to another disk), but one that leads to the split
+    folder, an ancestor of it, or into another class's folder would label the same images twice.
+    """
+    split = Path(os.path.realpath(folder)).parts
+    real = sorted((Path(os.path.realpath(folder / name)).parts, name) for name in classes)
+    for parts, name in real:
+        if split[: len(parts)] == parts:
+            raise DataError(
+                f"catfish.image_folder: class folder {folder / name} is a link to {Path(*parts)}, "
+                f"which holds the split folder {folder} itself; {LAYOUT}"
+            )
+    # Sorted by path components, a folder comes right before any folder inside it.
+    for (outer, first), (inner, second) in zip(real, real[1:]):
+        if inner[: len(outer)] == outer:
+            raise DataError(
+                f"catfish.image_folder: class folders {folder / first} and {folder / second} lead "
+                f"(through a link) to the same images in {Path(*inner)}; every class needs its own folder"
+            )
 
 
 def _scan_split(folder: Path, classes: list[str]) -> tuple[list[tuple[Path, int]], list[tuple[str, str]]]:
@@ -110,7 +145,8 @@ def _scan_split(folder: Path, classes: list[str]) -> tuple[list[tuple[Path, int]
     samples: list[tuple[Path, int]] = []
     skipped: list[tuple[str, str]] = []
     for index, name in enumerate(classes):
-        candidates = _image_files(folder / name)
+        candidates, left_out = _image_files(folder / name)
+        skipped += left_out
         if not candidates:
             raise DataError(
                 f"catfish.image_folder: class folder {folder / name} has no image files "
@@ -129,12 +165,77 @@ def _scan_split(folder: Path, classes: list[str]) -> tuple[list[tuple[Path, int]
     return samples, skipped
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Files under `folder` (recursively, like ImageFolder) with an image extension, sorted."""
-    found = []
-    for directory, _, names in os.walk(folder, followlinks=True):
-        found += [Path(directory, n) for n in names if n.lower().endswith(IMG_EXTENSIONS)]
-    return sorted(found)
+def _image_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files under `folder` (recursively, like ImageFolder) with an image extension, sorted,
+    and the entries left out with the reason: links to folders and unlistable sub-folders.
+
+    Unlike ImageFolder, a link to a folder is not followed: one to `..` would give the other
+    classes' images this class's label, and one to `.` loops.
+    """
+    found: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    pending = [folder]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    elif entry.is_symlink() and entry.is_dir():
+                        skipped.append((entry.path, LINKED_FOLDER.format(target=os.readlink(entry.path))))
+                    elif entry.name.lower().endswith(IMG_EXTENSIONS):
+                        found.append(Path(entry.path))
+        except OSError as exc:
+            if directory == folder:
+                raise DataError(
+                    f"catfish.image_folder: class folder {folder} cannot be listed ({exc.strerror})"
+                ) from exc
+            skipped.append((str(directory), f"folder cannot be listed ({exc.strerror})"))
+    return sorted(found), skipped
+
+
+class NotARegularFile(OSError):
+    """An image path that is a FIFO, socket, device or broken link: refused without being read."""
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """`open()`'s opener that opens only a regular file (it would block forever on a FIFO).
+
+    The type is checked before opening, so a device is never opened, and again on the open
+    descriptor (O_NONBLOCK: a FIFO swapped in meanwhile cannot block), so a file replaced in
+    between is caught too.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise NotARegularFile(f"a broken link (to {os.readlink(path)}); not opened") from None
+        raise
+    fd = os.open(path, flags | os.O_NONBLOCK) if stat.S_ISREG(mode) else None
+    if fd is not None:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return fd
+        os.close(fd)
+    kind = FILE_KINDS.get(stat.S_IFMT(mode), "special file")
+    raise NotARegularFile(f"not a regular file but a {kind}; not opened")
+
+
+def read_image(path: Path) -> Image.Image:
+    """The image at `path`, fully decoded (the file is closed again).
+
+    Raises `NotARegularFile` (an OSError) for anything but a regular file, which is then never
+    read, and what PIL raises for a file it cannot decode.
+    """
+    with open(path, "rb", opener=_open_regular) as file:
+        image = Image.open(file)
+        try:
+            image.load()
+        except BaseException:
+            image.close()
+            raise
+    return image
 
 
 def unreadable(path: Path) -> str | None:
@@ -144,15 +245,16 @@ def unreadable(path: Path) -> str | None:
     `load()`. PIL's LOAD_TRUNCATED_IMAGES is left at its default (off) so truncation is an error.
     """
     try:
-        with Image.open(path) as image:
-            image.load()
+        read_image(path).close()
+    except NotARegularFile as exc:
+        return str(exc)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError…
         return f"{type(exc).__name__}: {exc}"
     return None
 
 
 def _check_output(path: Path, transform: Callable[[Any], Any]) -> None:
-    with Image.open(path) as image:
+    with read_image(path) as image:
         sample = transform(image)
     if not isinstance(sample, torch.Tensor):
         raise DataError(
@@ -164,7 +266,7 @@ def _check_output(path: Path, transform: Callable[[Any], Any]) -> None:
 def _in_memory(samples: list[tuple[Path, int]], transform: Callable[[Any], Any]) -> TensorDataset:
     inputs = []
     for path, _ in samples:
-        with Image.open(path) as image:
+        with read_image(path) as image:
             inputs.append(transform(image))
     try:
         stacked = torch.stack(inputs)

@@ -153,22 +153,49 @@ def _read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
             f"cifar.cifar10: {path}: 'data' is a {shape}; expected a uint8 array of shape (N, 3072), "
             "N images of 3×32×32 bytes (1024 red, 1024 green, 1024 blue, rows top to bottom)"
         )
-    try:
-        labels = np.asarray(entry["labels"], dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"cifar.cifar10: {path}: 'labels' is not a list of integers ({exc})") from exc
-    if labels.ndim != 1 or len(labels) != len(data):
+    labels = _labels(path, entry["labels"], num_classes)
+    if len(labels) != len(data):
         raise DataError(
             f"cifar.cifar10: {path} has {labels.size} labels for {len(data)} images; "
             "expected one label per row of 'data'"
         )
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(
-            f"cifar.cifar10: {path} has labels {labels.min()}..{labels.max()}; batches.meta names "
-            f"{num_classes} classes, so labels must be in 0..{num_classes - 1}"
-        )
     # Channel-major rows → height × width × channel images, as torchvision's CIFAR10 does.
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _labels(path: Path, found: Any, num_classes: int) -> np.ndarray:
+    """A batch's `labels` as int64, or `DataError` unless they are integers in 0..num_classes-1.
+
+    Converting with `dtype=int64` would truncate 0.5 (and 1.7) to a valid class silently, so the
+    values are taken as they are and only integers pass (not a bool, not 1.0).
+    """
+    expected = f"labels must be in 0..{num_classes - 1} (batches.meta names {num_classes} classes)"
+    try:
+        labels = np.asarray(found)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise DataError(f"cifar.cifar10: {path}: 'labels' is not a list of integers ({exc}); {expected}") from exc
+    if labels.ndim != 1:
+        raise DataError(
+            f"cifar.cifar10: {path}: 'labels' has shape {labels.shape}; expected a flat list of "
+            f"integers, one per image; {expected}"
+        )
+    if labels.dtype.kind not in "iu":  # float, bool, str, or object (e.g. ints beyond int64)
+        others = [v for v in labels.tolist() if type(v) is not int]
+        if others:
+            # Show a fraction if there is one: [0.0, 0.5] is refused for the 0.5.
+            wrong = next((v for v in others if not (isinstance(v, float) and v.is_integer())), others[0])
+            raise DataError(f"cifar.cifar10: {path}: 'labels' holds {_short(wrong)}, not an integer; {expected}")
+    if labels.size == 0:
+        return labels.astype(np.int64)
+    wrong = next((v for v in labels.tolist() if not 0 <= v < num_classes), None)
+    if wrong is not None:
+        raise DataError(f"cifar.cifar10: {path} has label {_short(wrong)}; {expected}")
+    return labels.astype(np.int64)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 class BatchUnpickler(pickle.Unpickler):
