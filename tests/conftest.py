@@ -113,6 +113,18 @@ def start_slow_run(recipe: Path, run_dir: Path, env: dict, step_sleep: float, un
     return proc
 
 
+def group_gone(pgid: int, within_s: float) -> bool:
+    """Whether every process of the group `pgid` has exited within `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 # The hardening suite's figures (kills landed, where, resumes identical): lines a test adds here
 # are printed at the end of the session, so the full suite's command shows them without -rA.
 HARDENING_REPORT: list[str] = []

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import HARDENING_REPORT, RECIPES, cli_env, run_pipeforge
+from conftest import HARDENING_REPORT, RECIPES, cli_env, group_gone, run_pipeforge
 from datagen import write_image_folder
 from pipeforge import checkpoint
 
@@ -629,17 +629,6 @@ def sigterm_plan(seed: int, full: bool) -> list[list[float]]:
     """Chains of moments (a share of the training time left): a run, then its resumes."""
     rng = random.Random(seed + 1)
     return [[rng.random(), rng.random()] for _ in range(2)] if full else [[rng.random()]]
-
-
-def group_gone(pgid: int, within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def sigterm_chain(chain: list[float], cal: Calibration, command: list[object], env: dict[str, str],

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import RECIPES, run_pipeforge, start_slow_run
+from conftest import RECIPES, group_gone, run_pipeforge, start_slow_run
 from datagen import write_image_folder
 from pipeforge import checkpoint, rundir
 from pipeforge.errors import UsageError
@@ -34,17 +33,6 @@ def catfish_args(root: Path) -> list[str]:
     # A DataLoader with a worker process: the path the cat/fish and CIFAR recipes take.
     return ["--set", f"dataset.root={root}", "--set", "trainer.epochs=3", "--set", "trainer.batch_size=4",
             "--set", "trainer.num_workers=1", "--quiet"]
-
-
-def group_gone(pgid: int, within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.slow
