@@ -5,16 +5,13 @@ early stopping through the installed command, killed and resumed)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import pipeforge
-from conftest import cli_env, run_pipeforge
+from conftest import run_pipeforge
 from pipeforge import Callback, Component, Metric, NoParams, PluginError
 from pipeforge.builtin.metrics import Accuracy
 from pipeforge.checkpoint import latest_valid
@@ -124,6 +121,7 @@ def test_a_metric_named_loss_and_two_metrics_with_one_key_are_refused(tmp_path):
 
 def test_the_default_all_reduce_sums_the_listed_states():
     metric = Accuracy()
+    assert isinstance(metric, Metric)  # the built-in is an ordinary pipeforge.Metric
     metric.update(torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 1, 1]))
     metric.all_reduce(lambda tensor: tensor * 3)  # three ranks with the same shard
     assert (metric.correct, metric.total) == (6, 9) and metric.compute() == pytest.approx(2 / 3)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pipeforge.errors import Problem, RecipeError, UsageError, shorten
 # Reading lives in recipe_file; apply_overrides and read_toml are imported from here too.
-from pipeforge.recipe_file import MAX_DEPTH, TOO_DEEP, apply_overrides, parse_override, read_toml  # noqa: F401
+from pipeforge.recipe_file import MAX_DEPTH, TOO_DEEP, apply_overrides, read_toml  # noqa: F401
 from pipeforge.registry import INT64_MAX, INT64_MIN, ComponentSpec, Registry
 # The tables of pipeforge's own; RunSection and TrainerSection are imported from here too.
 from pipeforge.sections import RunSection, SchedulerSpec, Section, TrainerSection, describe  # noqa: F401
