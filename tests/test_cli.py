@@ -172,6 +172,7 @@ def test_keyboard_interrupt_exits_130(tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_failed_run_leaves_no_half_made_run_dir(tmp_path, pipeforge):
     # in_features does not match the data: the first step fails with a shape error.
     args = ["run", QUICKSTART, "--set", "model.in_features=5"]

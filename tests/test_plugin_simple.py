@@ -66,6 +66,7 @@ def test_recipe_matches_the_seed():
     assert {"name": "tensorboard"} in recipe["callbacks"]
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_short_run_completes_with_finite_losses(two_runs):
     run_dir = two_runs[0]
     for name in ("recipe.toml", "env.json", "metrics.jsonl", "model.pt"):
@@ -80,6 +81,7 @@ def test_short_run_completes_with_finite_losses(two_runs):
         assert 0.0 <= row["val_accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_drop_last_drops_the_partial_batch(two_runs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -90,11 +92,13 @@ def test_drop_last_drops_the_partial_batch(two_runs):
     assert max(steps) == 2 * 62 - 1
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_same_seed_gives_identical_metrics(two_runs):
     first, second = (run_dir / "metrics.jsonl" for run_dir in two_runs)
     assert first.read_text() == second.read_text()
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_another_seed_gives_other_metrics(two_runs, tmp_path):
     run_dir = tmp_path / "seed1"
     result = run_pipeforge("run", RECIPE, "--run-dir", run_dir, *TWO_EPOCHS, "--set", "run.seed=1")

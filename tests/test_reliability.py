@@ -115,6 +115,7 @@ def test_a_refused_run_leaves_a_run_dir_in_use_untouched(tmp_path, pipeforge):
         assert (path / "recipe.toml").read_text() == "mine"
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_a_failure_in_the_first_epoch_keeps_the_logs(tmp_path, pipeforge):
     """The loss becomes inf in epoch 1, before any checkpoint: the TensorBoard log of the steps
     that ran is kept, and the message does not promise a checkpoint that does not exist."""
@@ -127,6 +128,7 @@ def test_a_failure_in_the_first_epoch_keeps_the_logs(tmp_path, pipeforge):
     assert (run_dir / "recipe.toml").is_file() and (run_dir / "env.json").is_file()
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_a_run_that_failed_before_logging_is_removed_but_a_users_folder_stays(tmp_path, pipeforge):
     bad = ["--set", "model.in_features=5"]  # the first step fails with a shape error
     new = tmp_path / "new"

@@ -197,6 +197,7 @@ def test_max_time_checkpoints_and_a_resume_completes(tmp_path):
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_max_time_exits_3_with_the_resume_command(tmp_path):
     result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", tmp_path / "run", "--quiet",
                            "--set", "trainer.max_time=0.001", "--set", "callbacks=[]", cwd=tmp_path)
@@ -302,6 +303,7 @@ def test_mid_epoch_evaluations_carry_their_step_and_resume_exactly(tmp_path):
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
 
+@pytest.mark.slow  # trains through a subprocess
 def test_the_console_shows_the_model_summary_at_start(tmp_path):
     result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", tmp_path / "run",
                            "--set", "trainer.epochs=1", "--set", "callbacks=[]", cwd=tmp_path)
