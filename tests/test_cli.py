@@ -135,6 +135,13 @@ def test_schema_validates_bundled_recipes_and_rejects_typos(pipeforge, tmp_path)
     typo_top = tomllib.loads(QUICKSTART.read_text())
     typo_top["trainer"]["epoch"] = 3
     assert not validator.is_valid(typo_top)
+    scheduled = tomllib.loads(QUICKSTART.read_text())
+    scheduled["scheduler"] = {"name": "cosine", "interval": "step", "warmup_ratio": 0.1, "eta_min": 0.0}
+    scheduled["trainer"].update(accumulate_grad_batches=2, ema_decay=0.9, max_time="1h")
+    scheduled["callbacks"] = [{"name": "early_stopping", "patience": 2}]
+    assert validator.is_valid(scheduled), [e.message for e in validator.iter_errors(scheduled)]
+    scheduled["scheduler"]["intervall"] = "step"
+    assert not validator.is_valid(scheduled)
     again = pipeforge("schema", "-o", out)  # never replaces a file
     assert again.returncode == 2 and "already exists" in again.stderr and json.loads(out.read_text()) == schema
 

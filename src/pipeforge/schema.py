@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from pipeforge.version import __version__
-from pipeforge.recipe import COMPONENT_TABLES, RunSection, TrainerSection
+from pipeforge.recipe import COMPONENT_TABLES, RunSection, SchedulerSpec, TrainerSection
 from pipeforge.registry import KINDS, ComponentSpec, Registry, TransformSpec
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -34,6 +34,9 @@ def recipe_schema(registry: Registry) -> dict[str, Any]:
     def def_of(model: type[BaseModel]) -> dict[str, Any]:
         return defs[refs[(model, "validation")]["$ref"].rsplit("/", 1)[1]]
 
+    # Keys a table of some kind has besides its component's params (a scheduler's interval, warm-up).
+    own_keys = {"scheduler": {key: value for key, value in SchedulerSpec.model_json_schema()["properties"].items()
+                              if key != "name"}}
     for kind in KINDS:
         branches = []
         for comp in (c for c in components if c.kind == kind):
@@ -41,7 +44,7 @@ def recipe_schema(registry: Registry) -> dict[str, Any]:
             branch["title"] = comp.name
             branch["description"] = comp.description
             branch.setdefault("properties", {})
-            branch["properties"] = {"name": {"const": comp.name}, **branch["properties"]}
+            branch["properties"] = {"name": {"const": comp.name}, **own_keys.get(kind, {}), **branch["properties"]}
             branch["required"] = ["name", *branch.get("required", [])]
             branch["additionalProperties"] = False
             defs[f"{kind}:{comp.name}"] = branch
