@@ -103,7 +103,7 @@ def test_the_checkpoint_keys_are_written_and_read_in_one_module():
 # built-in plugin sits beside the contract: like any plugin it may import only that.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["errors", "version", "atomic", "distributed", "loaders"], 0),  # foundations
-    **dict.fromkeys(["registry", "sections", "recipe", "recipe_file", "context", "contract", "hookspecs", "plugins", "schema"], 1),  # contract
+    **dict.fromkeys(["registry", "sections", "recipe", "recipe_file", "compose", "recipe_lines", "context", "contract", "hookspecs", "plugins", "schema"], 1),  # contract
     **dict.fromkeys(["checkpoint", "rundir", "saver"], 2),  # run records
     **dict.fromkeys(["setup", "step", "build", "evaluation", "engine"], 3),  # the loop and what it runs
     **dict.fromkeys(["inference", "export"], 4),  # using a finished run

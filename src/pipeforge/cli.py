@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import tomli_w
 from rich.table import Table
 from rich.text import Text
 
@@ -22,7 +23,7 @@ from pipeforge.version import __version__
 from pipeforge.cli_common import discover_plugins, error, out
 from pipeforge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PipeforgeError, UsageError
 from pipeforge.kit.check import requirement_findings
-from pipeforge.recipe import did_you_mean, load_recipe
+from pipeforge.recipe import did_you_mean, load_recipe, resolved
 from pipeforge.registry import KINDS
 
 
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = command("validate", cmd_validate, "check a recipe without building anything")
     recipe_args(validate)
+    validate.add_argument("--print", action="store_true", help="print the recipe as a run would write it: "
+                          "includes merged, overrides applied, defaults filled in (TOML)")
 
     plugins = command("list-plugins", cmd_list_plugins, "list installed plugins and their components")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -109,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_validate(args: argparse.Namespace) -> int:
     plugins = discover_plugins()
     recipe = load_recipe(args.recipe, plugins.registry, args.overrides)
+    if args.print:  # TOML alone on stdout, so it can be saved and run as it is
+        sets = "".join(f" --set {o}" for o in args.overrides)
+        sys.stdout.write(f"# {args.recipe}{sets}: includes merged, overrides applied, defaults filled in.\n\n"
+                         + tomli_w.dumps(resolved(recipe)))
+        return 0
     names = ", ".join(f"{kind} {spec.name}" for _, kind, spec in recipe.component_specs())
     out.print(Text(f"{args.recipe}: ok ({names})"))
     return 0

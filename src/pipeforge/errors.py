@@ -45,17 +45,23 @@ def shorten(text: str, limit: int = SHOWN_CHARS, *, keep_end: bool = False) -> s
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a recipe: where (dotted path, `--set …`, or a line and column of the
-    file; empty when the whole file is meant), what is wrong, and a hint."""
+    file; empty when the whole file is meant), what is wrong, and a hint. `origin` says where
+    the key was written when the recipe is a file: `line 12`, `base.toml, line 3` (an included
+    file), `--set …`."""
 
     path: str
     message: str
     hint: str | None = None
+    origin: str | None = None
 
-    def render(self, source: str | None = None) -> str:
-        """`source: path: message; hint`, at most `LINE_CHARS` long (a huge key or value in the
-        recipe is shown cut, never whole)."""
+    def render(self, source: str | None = None, origin: bool = False) -> str:
+        """`source: path (origin): message; hint`, the origin only if asked, at most
+        `LINE_CHARS` long (a huge key or value in the recipe is shown cut, never whole)."""
         where = [shorten(source, 200, keep_end=True)] if source else []
-        where += [shorten(self.path, 200)] if self.path else []
+        place = shorten(self.path, 200)
+        if origin and self.origin and self.origin != self.path:
+            place = f"{place} ({shorten(self.origin, 200, keep_end=True)})" if place else shorten(self.origin, 200)
+        where += [place] if place else []
         text = ": ".join([*where, self.message])
         return shorten(f"{text}; {self.hint}" if self.hint else text, LINE_CHARS)
 
@@ -79,7 +85,7 @@ class RecipeError(PipeforgeError):
         lines: list[str] = []
         used = 0
         for problem in self.problems:
-            line = f"  - {problem.render()}"
+            line = f"  - {problem.render(origin=True)}"
             if used + len(line) > LISTED_CHARS:
                 break
             lines.append(line)

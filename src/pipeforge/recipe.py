@@ -1,5 +1,5 @@
 """Recipes: what a recipe holds, and validating it against the registry (`load_recipe` reads
-the file and applies `--set` overrides through `recipe_file`, then validates).
+the file and its includes through `compose`, applies `--set` overrides, then validates).
 
 Validation happens in two passes and collects every problem before reporting: first the
 recipe's own structure (`[run]`, `[trainer]`, which tables exist), then each component table
@@ -20,6 +20,7 @@ from typing import Any, Collection, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError
 
+from pipeforge.compose import compose
 from pipeforge.errors import Problem, RecipeError, UsageError, shorten
 # Reading lives in recipe_file; apply_overrides and read_toml are imported from here too.
 from pipeforge.recipe_file import MAX_DEPTH, TOO_DEEP, apply_overrides, read_toml  # noqa: F401
@@ -78,14 +79,18 @@ class Recipe(Section):
 
 def load_recipe(path: Path, registry: Registry, overrides: list[str] | None = None,
                 tables: Collection[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe file. Raises `RecipeError` with every problem.
-    `tables` limits the component tables checked to those a command uses (see `validate_recipe`)."""
-    data = read_toml(path)
+    """Read (with its includes, see `compose`), override and validate a recipe file. Raises
+    `RecipeError` with every problem, each naming where its key was written. `tables` limits
+    the component tables checked to those a command uses (see `validate_recipe`)."""
+    composed = compose(path)
     try:
-        apply_overrides(data, list(overrides or []))
+        composed.apply_overrides(list(overrides or []))
     except RecipeError as exc:  # the override is the place; the file says which recipe
         raise RecipeError(exc.problems, str(path)) from None
-    return validate_recipe(data, registry, source=str(path), tables=tables)
+    try:
+        return validate_recipe(composed.data, registry, source=str(path), tables=tables)
+    except RecipeError as exc:  # each problem also names the file and line its key came from
+        raise composed.locate(exc) from None
 
 
 def validate_recipe(data: dict[str, Any], registry: Registry, source: str | None = None,

@@ -34,6 +34,16 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Parse a recipe file. A file that cannot be read, is not UTF-8 text (a UTF-8 byte-order
     mark is fine) or is not valid TOML is a `RecipeError` naming the file and, where known,
     the line and column."""
+    text = read_text(path)
+    try:
+        return parse_toml(text)
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, str(path)) from None
+
+
+def read_text(path: Path) -> str:
+    """A recipe file's text (see `decode`); a file that cannot be read, is larger than
+    `MAX_BYTES` or is not UTF-8 is a `RecipeError` naming the file."""
     try:
         with open(path, "rb") as file:
             raw = file.read(MAX_BYTES + 1)
@@ -42,7 +52,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     if len(raw) > MAX_BYTES:
         raise RecipeError([Problem("", f"larger than {MAX_BYTES // 2**20} MB: not a recipe")], str(path))
     try:
-        return parse_toml(decode(raw))
+        return decode(raw)
     except RecipeError as exc:
         raise RecipeError(exc.problems, str(path)) from None
 
