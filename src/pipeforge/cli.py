@@ -83,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
             "else as a string); repeatable",
         )
 
-    from pipeforge import cli_inference, cli_kit, cli_run
+    from pipeforge import cli_inference, cli_kit, cli_run, cli_sweep
 
     cli_run.add_commands(command, recipe_args)
+    cli_sweep.add_commands(command, recipe_args)
 
     validate = command("validate", cmd_validate, "check a recipe without building anything")
     recipe_args(validate)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Collection, get_args, get_origin
+from typing import Any, Collection, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -27,6 +27,9 @@ from pipeforge.recipe_file import MAX_DEPTH, TOO_DEEP, apply_overrides, read_tom
 from pipeforge.registry import INT64_MAX, INT64_MIN, ComponentSpec, Registry
 # The tables of pipeforge's own; RunSection and TrainerSection are imported from here too.
 from pipeforge.sections import RunSection, SchedulerSpec, Section, TrainerSection, describe  # noqa: F401
+from pipeforge.sweep_table import SweepSection
+
+Table = TypeVar("Table", bound=BaseModel)
 
 # Which registry kind each recipe table names.
 COMPONENT_TABLES: dict[str, str] = {
@@ -55,6 +58,10 @@ class Recipe(Section):
     )
     callbacks: list[ComponentSpec] = Field(
         default_factory=lambda: [ComponentSpec(name="tensorboard")]
+    )
+    sweep: SweepSection | None = Field(
+        None, description="What `pipeforge sweep` varies (a grid or a search space), and how; "
+        "`pipeforge run` trains the recipe as written and ignores it.",
     )
 
     def component_specs(self) -> list[tuple[str, str, ComponentSpec]]:
@@ -250,8 +257,16 @@ def metric_keys(splits: list[str], metric_names: list[str]) -> list[str]:
     return keys
 
 
-def _check_best_metric(recipe: Recipe, splits: list[str] | None, names: list[str | None]) -> list[Problem]:
-    wanted = recipe.trainer.best_metric
+def check_metric_key(recipe: Recipe, key: str, path: str) -> list[Problem]:
+    """Problems, at `path`, if `key` is not a metrics.jsonl key that a run of `recipe` writes
+    (checked as far as the recipe tells, as for `trainer.best_metric`)."""
+    names = [_bound_param(spec, "metric_name") for spec in recipe.metrics]
+    return _check_best_metric(recipe, recipe.trainer.eval_splits, names, wanted=key, path=path)
+
+
+def _check_best_metric(recipe: Recipe, splits: list[str] | None, names: list[str | None],
+                       wanted: str | None = None, path: str = "trainer.best_metric") -> list[Problem]:
+    wanted = wanted if wanted is not None else recipe.trainer.best_metric
     known = [name for name in names if isinstance(name, str)]
     if wanted is None or len(known) < len(names) and splits is None:
         return []
@@ -269,7 +284,7 @@ def _check_best_metric(recipe: Recipe, splits: list[str] | None, names: list[str
     if fits:
         return []
     message = f"expected a key the run writes ({expected}), found {describe(wanted)}"
-    return [Problem("trainer.best_metric", message, did_you_mean(wanted, keys))]
+    return [Problem(path, message, did_you_mean(wanted, keys))]
 
 
 def _check_top_k(recipe: Recipe, classes: int | None) -> list[Problem]:
@@ -305,6 +320,15 @@ _EXPECTED = (
     ("String should have", "expected a string with"),
     ("List should have", "expected an array with"),
 )
+
+def validate_table(model: type[Table], data: Any, path: str) -> Table:
+    """Validate one table of the recipe with its model (e.g. `[sweep]`); `RecipeError` whose
+    problems are placed under `path`, worded as the recipe validator words them."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_problems(exc, model, prefix=path)) from None
+
 
 def _problems(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[Problem]:
     # A message shows a few problems: suggesting a key for each of 20,000 would take seconds.

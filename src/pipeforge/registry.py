@@ -109,6 +109,8 @@ class TransformSpec(ComponentSpec):
 
 
 Builder = Callable[..., Any]
+# Builder modules found installed in this process (only found ones: a missing one is looked up again).
+_FOUND_MODULES: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -146,12 +148,16 @@ class Component:
         module_name, sep, attr = self.build.partition(":")
         if not sep or not module_name or not attr.isidentifier():
             return f"its builder '{self.build}' is not a \"module:function\" reference"
+        if module_name in _FOUND_MODULES:  # a sweep validates the same recipe a thousand times
+            return None
         try:
             found = importlib.util.find_spec(module_name)
         except (ImportError, ValueError) as exc:
             found, why = None, f"{type(exc).__name__}: {exc}"
         else:
             why = "no such module is installed"
+        if found is not None:
+            _FOUND_MODULES.add(module_name)
         return None if found is not None else f"cannot load its builder '{self.build}': {why}"
 
     def reader(self) -> Builder | None:

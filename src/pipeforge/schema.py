@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 from pipeforge.version import __version__
 from pipeforge.recipe import COMPONENT_TABLES, RunSection, SchedulerSpec, TrainerSection
 from pipeforge.registry import KINDS, ComponentSpec, Registry, TransformSpec
+from pipeforge.sweep_table import SweepSection
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 REF = "#/$defs/{model}"
@@ -26,7 +27,7 @@ NESTED_SPECS: tuple[type[ComponentSpec], ...] = (TransformSpec,)
 def recipe_schema(registry: Registry) -> dict[str, Any]:
     """The schema of a recipe given what `registry` holds."""
     components = registry.all_components()
-    models: list[type[BaseModel]] = [RunSection, TrainerSection, *NESTED_SPECS]
+    models: list[type[BaseModel]] = [RunSection, TrainerSection, SweepSection, *NESTED_SPECS]
     models += list({c.params: None for c in components})
     refs, top = models_json_schema([(m, "validation") for m in models], ref_template=REF)
     defs: dict[str, Any] = top.get("$defs", {})
@@ -63,6 +64,7 @@ def recipe_schema(registry: Registry) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "run": {"$ref": refs[(RunSection, "validation")]["$ref"]},
         "trainer": {"$ref": refs[(TrainerSection, "validation")]["$ref"]},
+        "sweep": {"$ref": refs[(SweepSection, "validation")]["$ref"]},
     }
     for table, kind in COMPONENT_TABLES.items():
         item = {"$ref": f"#/$defs/kind:{kind}"}
