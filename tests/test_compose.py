@@ -239,6 +239,7 @@ def test_the_flattened_recipe_reproduces_the_run_and_resumes(tmp_path, monkeypat
     assert [row["epoch"] for row in longer.history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_pipeforge_validate_names_the_included_file_and_line(tmp_path):
     write(tmp_path, "base.toml", BASE.replace("lr = 0.1", "lrr = 0.1"))
     write(tmp_path, "exp.toml", 'include = ["base.toml"]\n')

@@ -106,9 +106,10 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["registry", "sections", "sweep_table", "recipe", "recipe_file", "compose", "recipe_lines", "context", "contract", "hookspecs", "plugins", "schema"], 1),  # contract
     **dict.fromkeys(["checkpoint", "rundir", "saver"], 2),  # run records
     **dict.fromkeys(["setup", "step", "build", "evaluation", "engine"], 3),  # the loop and what it runs
-    **dict.fromkeys(["inference", "export"], 4),  # using a finished run
+    **dict.fromkeys(["runs"], 2),  # reading run dirs back (runs, compare)
+    **dict.fromkeys(["inference", "export", "plot"], 4),  # using a finished run
     **dict.fromkeys(["api", "sweep", "sweep_optuna", "sweep_worker"], 5),  # sweeps run through the API
-    **dict.fromkeys(["console", "cli_common", "cli_run", "cli_sweep", "cli_inference", "cli", "__main__", ""], 6),
+    **dict.fromkeys(["console", "cli_common", "cli_run", "cli_sweep", "cli_runs", "cli_inference", "cli", "__main__", ""], 6),
     # The plugin author's kit and its commands: beside the CLI, on top of api/plugins/contract.
     **dict.fromkeys(["cli_kit", "kit", "kit.scaffold", "kit.check", "kit.report", "kit.components",
                      "kit.probe", "kit.pytest_plugin"], 6),

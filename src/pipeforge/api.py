@@ -13,6 +13,7 @@ go to the `pipeforge` logger. Importing this module does not import torch; train
 
 from __future__ import annotations
 
+import copy
 import logging
 import platform
 import sys
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from pipeforge.version import __version__
 from pipeforge.context import RunState, StopRequest
 from pipeforge.distributed import Dist
-from pipeforge.errors import Interrupted, UsageError
+from pipeforge.errors import Interrupted, TimeLimitReached, UsageError, shorten
 from pipeforge.plugins import Plugins, discover
 from pipeforge.recipe import Recipe, apply_overrides, load_recipe, resolved, validate_recipe
 from pipeforge.rundir import RunDir
@@ -92,12 +93,16 @@ def run(recipe: str | Path | Mapping[str, Any] | Recipe, *, overrides: Sequence[
         try:  # claim() locked the run dir: nothing of another process is ever discarded here
             claimed.write_recipe(resolved(recipe), _header(source, overrides, claimed.path))
             claimed.write_env(_environment(recipe, plugins, dist))
-            return _fit(recipe, plugins, claimed, None, dist, callbacks, stop)
+            result = _fit(recipe, plugins, claimed, None, dist, callbacks, stop)
+            _record_end(claimed, None)
+            return result
         except BaseException as exc:
             if claimed.discard_if_untrained():
                 log.warning("nothing was trained or logged, so the run dir %s was removed", claimed.path)
-            elif not isinstance(exc, Interrupted):
-                log.warning("the run dir %s is kept as it is", claimed.path)
+            else:
+                _record_end(claimed, exc)
+                if not isinstance(exc, Interrupted):
+                    log.warning("the run dir %s is kept as it is", claimed.path)
             raise
         finally:
             claimed.release()
@@ -142,6 +147,7 @@ def resume(run_dir: str | Path, *, overrides: Sequence[str] = (), recipe: str | 
         if not dist.is_main:
             return _fit(wanted_recipe, plugins, target, latest, dist, callbacks, stop)
         with target.lock():
+            _set_ended(target, None)  # until this session ends (see `_record_end`)
             if changes:
                 target.rewrite_recipe(wanted, _header(str(recipe or saved_path), overrides, run_dir))
             target.rewrite_metrics(latest.history if latest else [])
@@ -150,7 +156,13 @@ def resume(run_dir: str | Path, *, overrides: Sequence[str] = (), recipe: str | 
             else:
                 log.info("resuming %s from %s (epoch %d, step %d)", run_dir, Path(path).name,
                          latest.epochs_done, latest.global_step)
-            return _fit(wanted_recipe, plugins, target, latest, dist, callbacks, stop)
+            try:
+                result = _fit(wanted_recipe, plugins, target, latest, dist, callbacks, stop)
+            except BaseException as exc:
+                _record_end(target, exc)
+                raise
+            _record_end(target, None)
+            return result
 
 
 def evaluate(run_dir: str | Path, *, checkpoint: str | None = None, splits: Sequence[str] | None = None,
@@ -199,7 +211,8 @@ def _recipe(recipe: Any, plugins: Plugins, overrides: Sequence[str]) -> Recipe:
     if isinstance(recipe, Recipe) and recipe.is_bound and not overrides:
         return recipe
     if isinstance(recipe, (Recipe, Mapping)):
-        data = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else dict(recipe)
+        # A copy: overrides must not change the caller's dict (e.g. a base reused for several runs).
+        data = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else copy.deepcopy(dict(recipe))
         return validate_recipe(apply_overrides(data, list(overrides)), plugins.registry)
     return load_recipe(Path(recipe), plugins.registry, list(overrides))
 
@@ -240,6 +253,28 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, resume_from: Checkpo
     return Result(run_dir.path, list(state.history), state)
 
 
+def _record_end(run_dir: RunDir, exc: BaseException | None) -> None:
+    """Say in env.json how this session of the run ended, for `pipeforge runs`: `ended` is
+    null while it trains (a run killed outright keeps that), then {status, at, error}: status
+    "finished", "interrupted" (a signal or `max_time`, with a checkpoint to resume from) or
+    "failed". Never raises: the run's own error, if any, is what matters."""
+    if exc is None:
+        status = "finished"
+    else:
+        status = "interrupted" if isinstance(exc, (Interrupted, TimeLimitReached, KeyboardInterrupt)) else "failed"
+    ended: dict[str, Any] = {"status": status, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if exc is not None:
+        ended["error"] = shorten(str(exc).strip() or type(exc).__name__, 300)
+    _set_ended(run_dir, ended)
+
+
+def _set_ended(run_dir: RunDir, ended: dict[str, Any] | None) -> None:
+    try:
+        run_dir.update_env(ended=ended)
+    except (OSError, ValueError) as error:  # a full disk, a damaged env.json
+        log.warning("could not record the end of the run in %s: %s", run_dir.path / "env.json", error)
+
+
 def _header(source: str, overrides: Sequence[str], run_dir: Path) -> str:
     sets = "".join(f" --set {o}" for o in overrides)
     return (
@@ -261,6 +296,7 @@ def _environment(recipe: Recipe, plugins: Plugins, dist: Dist) -> dict[str, Any]
         "world_size": dist.world,
         "command": sys.argv,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ended": None,  # how the run ended, once it has (see `_record_end`)
         "plugins": [
             {"name": p.name, "distribution": p.distribution, "version": p.version, "status": p.status}
             for p in plugins.registry.plugins

@@ -3,7 +3,7 @@ list-plugins, show, schema); `cli_run` and `cli_inference` add theirs. The CLI o
 console: everything a user reads is printed by these modules (see `cli_common`).
 
 Exit codes: 0 ok; 1 failure at run time; 2 usage, recipe or plugin error; 130 on Ctrl-C.
-The control plane (help, validate, list-plugins, show, schema) never imports torch.
+The control plane (help, validate, list-plugins, show, schema, runs, compare) never imports torch.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
             "else as a string); repeatable",
         )
 
-    from pipeforge import cli_inference, cli_kit, cli_run, cli_sweep
+    from pipeforge import cli_inference, cli_kit, cli_run, cli_runs, cli_sweep
 
     cli_run.add_commands(command, recipe_args)
     cli_sweep.add_commands(command, recipe_args)
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_inference.add_commands(command)
     cli_kit.add_commands(command)
+    cli_runs.add_commands(command)
     return parser
 
 
