@@ -105,6 +105,57 @@ def test_sigkill_then_resume_is_bitwise_identical(kill, recipe, reference, kille
     assert_same_run(run_dir, reference)
 
 
+def test_time_based_checkpoints_come_mid_epoch_and_resume_exactly(recipe, reference, killer_env, tmp_path):
+    """trainer.checkpoint_every_s: a checkpoint once that long has passed, checked after every
+    step (so within epochs too); SIGKILL after some of them, then resume: the same run."""
+    timed = tmp_path / "timed.toml"
+    timed.write_text(RECIPE.replace("checkpoint_every_steps = 5\n", "checkpoint_every_s = 0.1\nkeep_checkpoints = 1000\n"))
+    run_dir = tmp_path / "run"
+    # 10 ms a step: by step 50 (epoch 2 of 32-step epochs) at least 0.5 s have passed.
+    killed = run_pipeforge("run", timed, "--run-dir", run_dir, "--quiet",
+                           env={**killer_env, "KILL_AT_STEP": "50", "STEP_SLEEP": "0.01"})
+    assert killed.returncode == -signal.SIGKILL
+    steps = [int(path.stem.split("-")[1]) for path in (run_dir / "checkpoints").glob("step-*.pt")]
+    assert len(steps) >= 2 and max(steps) <= 50
+    assert any(step % 32 for step in steps), steps  # not only at epoch ends
+    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet", env=killer_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run_dir, reference)
+
+
+def test_best_epoch_not_checkpointed_is_kept_for_best_pt(tmp_path):
+    """With the default cadence a short run checkpoints only at its end; best.pt still holds
+    the best epoch, exactly as a run checkpointing every epoch writes it."""
+    from conftest import RECIPES
+
+    runs = {}
+    for every in (0, 1):
+        runs[every] = tmp_path / f"every-{every}"
+        result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", runs[every], "--quiet",
+                               "--set", f"trainer.checkpoint_every_epochs={every}")
+        assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = min(rows, key=lambda row: row["val_loss"])["epoch"]
+    assert best_epoch < len(rows), "the test needs a best epoch that is not the last"
+    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == ["best.pt", "step-00000160.pt"]
+    kept, linked = (checkpoint.load(run / "checkpoints" / "best.pt") for run in (runs[0], runs[1]))
+    assert kept.epochs_done == linked.epochs_done == best_epoch
+    assert kept.best == linked.best == rows[best_epoch - 1]["val_loss"]
+    assert same(kept.model, linked.model) and same(kept.optimizer, linked.optimizer)
+    assert kept.history == linked.history
+
+
+def same(a, b) -> bool:
+    """Nested dicts/lists of tensors and plain values, equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def test_kill_at_random_moments_including_checkpoint_writes(recipe, reference, tmp_path):
     """Checkpoint every step and SIGKILL at arbitrary times: every kill point must resume."""
     run_dir = tmp_path / "run"

@@ -40,7 +40,7 @@ log = logging.getLogger("pipeforge")
 # not what it computes.
 RESUMABLE_CHANGES = (
     "trainer.epochs", "trainer.num_workers", "trainer.keep_checkpoints",
-    "trainer.checkpoint_every_steps", "trainer.checkpoint_every_epochs", "trainer.device",
+    "trainer.checkpoint_every_s", "trainer.checkpoint_every_steps", "trainer.checkpoint_every_epochs", "trainer.device",
     "trainer.max_time", "trainer.threads",
 )
 

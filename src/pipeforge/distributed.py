@@ -54,6 +54,9 @@ class Dist:
         if not dist.is_initialized():
             backend = "nccl" if device_type == "cuda" else "gloo"
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        # Flags the ranks agree on (stop, checkpoint due) travel on the CPU, in a group of their
+        # own, so asking never waits for the device (see `Flags`).
+        _CONTROL["group"] = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
 
     def stop(self, clean: bool) -> None:
         """Leave the process group; after a clean finish, first wait for every rank so none
@@ -64,6 +67,7 @@ class Dist:
             if dist.is_initialized():
                 if clean:
                     dist.barrier()
+                _CONTROL.pop("group", None)
                 dist.destroy_process_group()
 
     def sum(self, tensor: Any) -> Any:
@@ -83,6 +87,57 @@ class Dist:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+_CONTROL: dict[str, Any] = {}  # the process group for `Flags` while a job runs
+
+
+class Flags:
+    """Yes/no questions every rank answers for itself (a signal came, a callback asked to stop,
+    rank 0's clock says a checkpoint is due) and all must act on alike: the answer is whether
+    any rank said yes.
+
+    `exchange` starts an all-reduce of this step's answers in the background, on the CPU, and
+    returns the answers started one call earlier: one step late, so training never waits for
+    the other ranks or for the device (a blocking all-reduce and `.item()` after every step
+    would). Every rank calls it at the same steps, so every rank acts at the same step. `now`
+    asks and waits, for points reached once an epoch. On one process both return the answers.
+    """
+
+    def __init__(self, dist: Dist, count: int) -> None:
+        self.dist = dist
+        self.count = count
+        self.pending: tuple[Any, Any] | None = None
+
+    def exchange(self, answers: list[bool]) -> list[bool]:
+        if not self.dist.enabled:
+            return answers
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor([float(a) for a in answers])
+        handle = dist.all_reduce(tensor, group=_CONTROL.get("group"), async_op=True)
+        previous, self.pending = self.pending, (handle, tensor)
+        return self._result(previous)
+
+    def drain(self) -> list[bool]:
+        """The answers of the last `exchange` not yet returned (all no if none)."""
+        previous, self.pending = self.pending, None
+        return self._result(previous)
+
+    def now(self, answers: list[bool]) -> list[bool]:
+        """Exchange `answers` and wait for the result (after `drain`)."""
+        if not self.dist.enabled:
+            return answers
+        self.exchange(answers)
+        return self.drain()
+
+    def _result(self, pending: tuple[Any, Any] | None) -> list[bool]:
+        if pending is None:
+            return [False] * self.count
+        handle, tensor = pending
+        handle.wait()  # started a step ago: done by now, in all but a slow rank's case
+        return [value > 0 for value in tensor.tolist()]  # a CPU tensor: no device sync
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,15 @@ import math
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 
 from pipeforge.build import build_ema, build_parts, eval_splits, model_summary
 from pipeforge.checkpoint import Checkpoint, EpochProgress, restore_rng
 from pipeforge.context import RunState, StopRequest
-from pipeforge.distributed import Dist
-from pipeforge.errors import Interrupted, PipeforgeError, TimeLimitReached
+from pipeforge.distributed import Dist, Flags
+from pipeforge.errors import Interrupted, TimeLimitReached
 from pipeforge.evaluation import Evaluator
 from pipeforge.loaders import Batches
 from pipeforge.plugins import Plugins, register
@@ -82,6 +82,7 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], st
             if key in resume.callbacks:
                 callback.load_state_dict(resume.callbacks[key])
     limits = Limits(trainer.max_steps, trainer.max_time)
+    flags = Flags(dist, 4)  # what every rank must act on alike: see _stops
 
     hooked = [*((callback, parts.labels[key]) for key, callback in parts.callbacks.items()),
               *((plugin, f"{type(plugin).__name__} object") for plugin in extra)]
@@ -94,7 +95,7 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], st
             hook.on_epoch_start(state=state, epoch=epoch, steps=len(train))
             # Resuming mid-epoch: replay the epoch's shuffle, then skip the batches already done.
             order.set_state(progress.order_state)
-            train_loss = train_epoch(state, train, step, progress, hook, saver, stop, parts.schedule, limits,
+            train_loss = train_epoch(state, train, step, progress, hook, saver, stop, parts.schedule, limits, flags,
                                      lambda: record(state, evaluator, hook, run_dir, {"epoch": epoch, "step": state.global_step}))
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
             if step.log_norm:
@@ -104,8 +105,10 @@ def _fit(recipe: Recipe, plugins: Plugins, run_dir: RunDir, extra: list[Any], st
             hook.on_epoch_end(state=state, epoch=epoch, metrics=row)
             # After on_epoch_end, so the checkpoint holds what callbacks made of this epoch
             # (an early-stopping counter) and a stop they asked for is the last epoch.
-            stopping = _stop_agreed(state, dist, device)
-            saver.epoch_done(progress, epoch, last=stopping)
+            stopping, due = flags.now([state.stop_reason is not None, dist.is_main and saver.due()])
+            if stopping and state.stop_reason is None:
+                state.stop_reason = "requested on rank 0"
+            saver.epoch_done(progress, epoch, last=stopping, due=due)
             if stopping:
                 break
         saver.write_model()
@@ -152,7 +155,7 @@ def record(state: RunState, evaluator: Evaluator, hook: Any, run_dir: RunDir, ro
 
 
 def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochProgress, hook: Any, saver: Saver,
-                stop: StopRequest | None, schedule: Schedule | None, limits: Limits,
+                stop: StopRequest | None, schedule: Schedule | None, limits: Limits, flags: Flags,
                 evaluate_now: Callable[[], None]) -> float:
     """Train over the epoch's remaining batches; returns the epoch's mean loss per sample.
 
@@ -186,21 +189,23 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
         progress.samples += size
         progress.batches_done = batch_index + 1
         hook.on_batch_end(state=state, batch_index=batch_index, loss=loss, batch_size=size)
-        signalled, requested, timed_out = _stops(stop, state, step.dist, step.device, limits)
+        signalled, requested, timed_out, due = _stops(stop, state, flags, limits, saver)
         if signalled or timed_out:
-            saver.save(progress)
-            saver.finish()  # on disk before the process exits
-            raise _stopped(state, stop, timed_out, limits)
+            _stop_here(state, progress, saver, stop, timed_out, limits)
         if update and every_eval and state.global_step % every_eval == 0 and batch_index + 1 < count:
             evaluate_now()
             step.forward.train()
         if update:
-            saver.step_done(progress, inputs)
+            saver.step_done(progress, inputs, due)
             if limits.steps_reached(state.global_step):
                 state.request_stop(f"max_steps ({limits.max_steps}) reached")
                 requested = True
         if requested:  # a callback's request (or max_steps): this epoch ends here, the run after it
             break
+    # Under data parallelism, the answers of the last step are still on their way: act on them.
+    signalled, _, timed_out, _ = _agreed(flags.drain(), state)
+    if signalled or timed_out:
+        _stop_here(state, progress, saver, stop, timed_out, limits)
     # Every rank trained on its own shard: the epoch's loss is the mean over all of them.
     totals = step.dist.sum(torch.stack([progress.loss_sum, torch.tensor(float(progress.samples), device=step.device)]))
     mean = (totals[0] / totals[1].clamp(min=1)).item()
@@ -209,14 +214,18 @@ def train_epoch(state: RunState, batches: Batches, step: Step, progress: EpochPr
     return mean
 
 
-def _stopped(state: RunState, stop: StopRequest | None, timed_out: bool, limits: Limits) -> PipeforgeError:
-    """The error that ends a run stopped with a checkpoint: a signal, or `max_time`."""
+def _stop_here(state: RunState, progress: EpochProgress, saver: Saver, stop: StopRequest | None, timed_out: bool,
+               limits: Limits) -> NoReturn:
+    """End a run stopped by a signal or `max_time`: checkpoint (on disk before the process
+    exits), then raise the error that says how to resume."""
+    saver.save(progress)
+    saver.finish()
     resume = f"Resume with: pipeforge run --resume {state.run_dir}"
     where = f"in epoch {state.epoch} after step {state.global_step}; checkpoint written. {resume}"
     if timed_out:
-        return TimeLimitReached(f"trainer.max_time ({limits.max_time:g} s) reached {where}")
+        raise TimeLimitReached(f"trainer.max_time ({limits.max_time:g} s) reached {where}")
     number = (stop.signal if stop is not None else None) or signal.SIGTERM
-    return Interrupted(f"stopped by {signal.Signals(number).name} {where}", number)
+    raise Interrupted(f"stopped by {signal.Signals(number).name} {where}", number)
 
 
 def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
@@ -253,33 +262,20 @@ def _restore(saved: Checkpoint, state: RunState, dist: Dist) -> EpochProgress:
     )
 
 
-def _stops(stop: StopRequest | None, state: RunState, dist: Dist, device: torch.device,
-           limits: Limits) -> tuple[bool, bool, bool]:
-    """(a signal asks to stop, a callback asks to stop, max_time is up), the same on every
-    rank: a signal may reach the ranks at different steps, callbacks run on rank 0 only, and
-    clocks differ. Under data parallelism that takes a collective, so it is asked only when a
-    stop can be signalled (`stop` given, as the CLI always does); callbacks' requests then also
-    count at epoch ends."""
-    signalled = stop is not None and stop.signal is not None
-    if not dist.enabled:
-        return signalled, state.stop_reason is not None, limits.time_reached()
-    if stop is None:
-        return False, False, False
-    asked = [signalled, state.stop_reason is not None, dist.is_main and limits.time_reached()]
-    flags = dist.sum(torch.tensor([float(flag) for flag in asked], device=device))
-    signalled, requested, timed_out = (bool(flag > 0) for flag in flags.tolist())
-    if requested and state.stop_reason is None:
+def _stops(stop: StopRequest | None, state: RunState, flags: Flags, limits: Limits,
+           saver: Saver) -> list[bool]:
+    """[a signal asks to stop, a callback asks to stop, max_time is up, a checkpoint is due by
+    time], the same on every rank although a signal may reach the ranks at different steps,
+    callbacks run on rank 0 only, and clocks differ: under data parallelism every rank acts on
+    the answers of the step before (`Flags`), rank 0's clock deciding the time limits."""
+    main = flags.dist.is_main
+    answers = [stop is not None and stop.signal is not None, state.stop_reason is not None,
+               main and limits.time_reached(), main and saver.due()]
+    return _agreed(flags.exchange(answers), state)
+
+
+def _agreed(answers: list[bool], state: RunState) -> list[bool]:
+    """`answers` as agreed; a stop requested on rank 0 is now this rank's stop reason too."""
+    if answers[1] and state.stop_reason is None:
         state.stop_reason = "requested on rank 0"
-    return signalled, requested, timed_out
-
-
-def _stop_agreed(state: RunState, dist: Dist, device: torch.device) -> bool:
-    """Whether a callback asked to stop, agreed by every rank (one collective per epoch)."""
-    if not dist.enabled:
-        return state.stop_reason is not None
-    flag = dist.sum(torch.tensor([float(state.stop_reason is not None)], device=device))
-    if flag.item() > 0 and state.stop_reason is None:
-        state.stop_reason = "requested on rank 0"
-    return state.stop_reason is not None
-
-
+    return answers

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -65,6 +66,12 @@ class BackgroundWriter:
             error, self._error = self._error, None
             raise error
 
+    @property
+    def error(self) -> BaseException | None:
+        """The failure of the last write, once it has finished, not yet re-raised by `wait`."""
+        self._idle.wait()
+        return self._error
+
     def close(self) -> None:
         """Let the pending write finish, then end the thread (errors are left to `wait`)."""
         if self._thread is not None:
@@ -76,10 +83,15 @@ class BackgroundWriter:
 class Saver:
     """Decides when a run is checkpointed, which epoch is best, and writes `model.pt`.
 
-    Checkpoints: every `checkpoint_every_steps` steps (if set), every `checkpoint_every_epochs`
-    epochs and always after the last one, and on a stop request; `best.pt` is a second name for
-    the epoch-end checkpoint with the best `best_metric`. A state with non-finite weights or
-    loss is never saved: the run stops instead, so the newest checkpoint is always good.
+    Checkpoints: after an optimizer step once `checkpoint_every_s` seconds have passed since the
+    last one (the caller says when that is `due`, agreed by every rank), every
+    `checkpoint_every_steps` steps and every `checkpoint_every_epochs` epochs (if set), always
+    after the last epoch, and on a stop request. `best.pt` is the epoch-end checkpoint with the
+    best `best_metric`: a second name for that checkpoint when the epoch was checkpointed, else
+    a copy of the state taken at that epoch's end, kept in memory and written just before the
+    next checkpoint (so a checkpoint's `best` always describes the best.pt beside it). A state
+    with non-finite weights or loss is never saved: the run stops instead, so the newest
+    checkpoint is always good.
 
     A small state is serialised right away (cheaper than a copy that the writer thread would
     then pickle while competing with training for the interpreter); a large one is copied to
@@ -94,8 +106,11 @@ class Saver:
         self.directory = run_dir / "checkpoints"
         self.dist = dist
         self.state = state
+        self.every_s = trainer.checkpoint_every_s
         self.every_steps = trainer.checkpoint_every_steps
         self.every_epochs = trainer.checkpoint_every_epochs
+        self.last_saved = time.monotonic()
+        self.pending_best: Checkpoint | None = None  # the best epoch's state, not yet on disk
         self.last_epoch = trainer.epochs
         self.keep = trainer.keep_checkpoints
         self.accumulate = trainer.accumulate_grad_batches
@@ -114,51 +129,47 @@ class Saver:
         self.best = saved.best
         self.example = saved.example_input
 
-    def step_done(self, progress: EpochProgress, inputs: torch.Tensor) -> None:
-        """After every optimizer step: keep the first sample for export; save every N steps."""
+    def due(self) -> bool:
+        """Whether `checkpoint_every_s` has passed since the last checkpoint (this process's clock;
+        under data parallelism rank 0's answer is shared with the others)."""
+        return bool(self.every_s) and time.monotonic() - self.last_saved >= self.every_s
+
+    def step_done(self, progress: EpochProgress, inputs: torch.Tensor, due: bool) -> None:
+        """After every optimizer step: keep the first sample for export; save every N steps or
+        when a checkpoint is `due` by time."""
         if self.example is None:
             self.example = inputs[:1].detach().to("cpu", copy=True)
-        if self.every_steps and self.state.global_step % self.every_steps == 0:
+        if due or (self.every_steps and self.state.global_step % self.every_steps == 0):
             self.save(progress)
 
-    def epoch_done(self, progress: EpochProgress, epoch: int, last: bool = False) -> None:
+    def epoch_done(self, progress: EpochProgress, epoch: int, last: bool = False, due: bool = False) -> None:
         """After an epoch's metrics are recorded: save if the cadence asks (always the last,
-        and always when `last`: the run stops after this epoch)."""
-        if last or epoch == self.last_epoch or (self.every_epochs and epoch % self.every_epochs == 0):
+        and always when `last`: the run stops after this epoch); otherwise, if this epoch is the
+        best so far, keep its state for best.pt."""
+        if last or due or epoch == self.last_epoch or (self.every_epochs and epoch % self.every_epochs == 0):
             self.save(progress, epoch_end=True)
+        elif self.dist.is_main and self._improves(self.state.history[-1].get(self.best_metric)):
+            self.best = self.state.history[-1][self.best_metric]
+            weights = cpu_copy(self.weights())  # later steps must not change it
+            self.pending_best = self.checkpoint(progress, weights, True, 0.0, 0, None)
 
-    def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
-        """Checkpoint now (every rank calls this; a collective); raise `TrainingError` instead
-        when the loss or the weights are not finite."""
+    def weights(self) -> dict[str, Any]:
+        """The state dicts a checkpoint holds (live tensors, not copies)."""
         state = self.state
-        loss_sum = progress.loss_sum if progress.loss_sum is not None else torch.zeros((), device=self.device)
         weights = {
             "model": state.model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         }
-        broken = ~torch.isfinite(loss_sum) | ~all_finite(weights["model"])
-        # The epoch's running loss so far, summed over all ranks, and whether any rank's state
-        # is broken: one collective, one host sync, every rank decides alike.
-        totals = self.dist.sum(torch.stack([loss_sum.float(), torch.tensor(float(progress.samples), device=loss_sum.device),
-                                            broken.float()]))
-        loss_total, samples, broken_ranks = totals.tolist()
-        if broken_ranks:
-            # Never overwrite a good checkpoint with broken weights: stop here instead.
-            raise self.not_finite("the weights or the training loss are not finite")
-        grads = self.group_grads(progress) if not epoch_end else None  # a collective under DDP
-        if not self.dist.is_main:
-            return
-        improved = epoch_end and self._improves(state.history[-1].get(self.best_metric))
-        if improved:
-            self.best = state.history[-1][self.best_metric]
         if state.ema is not None:
             weights["ema"] = state.ema.state_dict()
-        inline = tensor_bytes(weights) <= self.INLINE_BYTES
-        if not inline or self.device.type != "cpu":
-            # A copy later steps cannot change; on the CPU, so the file loads on any machine.
-            weights = cpu_copy(weights)
-        saved = Checkpoint(
+        return weights
+
+    def checkpoint(self, progress: EpochProgress, weights: dict[str, Any], epoch_end: bool, loss_total: float,
+                   samples: int, grads: dict[str, torch.Tensor] | None) -> Checkpoint:
+        """The run's state now as a `Checkpoint` (rank 0), with `weights` as given."""
+        state = self.state
+        return Checkpoint(
             recipe=self.recipe, **weights,
             epochs_done=state.epoch if epoch_end else state.epoch - 1,
             global_step=state.global_step,
@@ -174,10 +185,42 @@ class Saver:
             scaler=state.scaler.state_dict() if state.scaler is not None else None,
             grads=grads,
         )
+
+    def save(self, progress: EpochProgress, epoch_end: bool = False) -> None:
+        """Checkpoint now (every rank calls this; a collective); raise `TrainingError` instead
+        when the loss or the weights are not finite."""
+        state = self.state
+        self.last_saved = time.monotonic()
+        loss_sum = progress.loss_sum if progress.loss_sum is not None else torch.zeros((), device=self.device)
+        weights = self.weights()
+        broken = ~torch.isfinite(loss_sum) | ~all_finite(weights["model"])
+        # The epoch's running loss so far, summed over all ranks, and whether any rank's state
+        # is broken: one collective, one host sync, every rank decides alike.
+        totals = self.dist.sum(torch.stack([loss_sum.float(), torch.tensor(float(progress.samples), device=loss_sum.device),
+                                            broken.float()]))
+        loss_total, samples, broken_ranks = totals.tolist()
+        if broken_ranks:
+            # Never overwrite a good checkpoint with broken weights: stop here instead.
+            raise self.not_finite("the weights or the training loss are not finite")
+        grads = self.group_grads(progress) if not epoch_end else None  # a collective under DDP
+        if not self.dist.is_main:
+            return
+        improved = epoch_end and self._improves(state.history[-1].get(self.best_metric))
+        if improved:
+            self.best = state.history[-1][self.best_metric]
+        # The best epoch's state kept in memory goes to disk first (unless this one beats it).
+        best, self.pending_best = (None if improved else self.pending_best), None
+        inline = tensor_bytes(weights) <= self.INLINE_BYTES
+        if not inline or self.device.type != "cpu":
+            # A copy later steps cannot change; on the CPU, so the file loads on any machine.
+            weights = cpu_copy(weights)
+        saved = self.checkpoint(progress, weights, epoch_end, loss_total, samples, grads)
         path = self.directory / f"step-{state.global_step:08d}.pt"
         snapshot = serialize(saved.to_payload()) if inline else saved.to_payload()
 
         def write() -> None:
+            if best is not None:
+                write_atomic(self.directory / "best.pt", best.to_payload(), sync_dir=False)
             write_atomic(path, snapshot, sync_dir=False)
             if improved:
                 link_atomic(path, self.directory / "best.pt")
@@ -248,7 +291,11 @@ class Saver:
 
     def close(self) -> None:
         """Wait for the pending checkpoint and end the writer thread, without raising (after
-        `finish`, or when training already failed)."""
+        `finish`, or when training already failed). A best epoch still in memory (a run that
+        failed before its next checkpoint) is written as best.pt first."""
+        best, self.pending_best = self.pending_best, None
+        if best is not None and self.writer.error is None:
+            self.writer.submit(lambda: write_atomic(self.directory / "best.pt", best.to_payload()))
         self.writer.close()
 
 

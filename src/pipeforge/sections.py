@@ -56,13 +56,19 @@ class TrainerSection(Section):
     eval_splits: list[SplitName] | None = Field(
         None, description="Splits evaluated after each epoch; default: every split but train."
     )
+    checkpoint_every_s: float | str = Field(
+        "5m", description='Checkpoint once this long has passed since the last checkpoint (checked after '
+        'every optimizer step, so also within long epochs): a crash loses at most about this much training. '
+        'A duration such as "5m", "1h" or "90s", or seconds; 0 turns it off. Besides it, a run always '
+        "checkpoints after its last epoch and when it is stopped (a signal, max_time).",
+    )
     checkpoint_every_steps: int | None = Field(
-        None, ge=1, description="Also checkpoint every N optimizer steps (besides the epoch-end checkpoints)."
+        None, ge=1, description="Also checkpoint every N optimizer steps."
     )
     checkpoint_every_epochs: int = Field(
-        1, ge=0, le=1_000_000, description="Checkpoint every N epochs and after the last one (0: only after the "
-        "last); best.pt is chosen among the checkpointed epochs. Raise it for short epochs, where "
-        "writing checkpoints takes a large share of the time.",
+        0, ge=0, le=1_000_000, description="Also checkpoint after every N epochs (0: only as checkpoint_every_s "
+        "says, and after the last epoch). best.pt holds the best epoch either way: an epoch that is not "
+        "checkpointed but is the best so far is kept in memory and written with the next checkpoint.",
     )
     keep_checkpoints: int = Field(2, ge=1, le=10_000, description="Step checkpoints kept (plus best.pt).")
     best_metric: str | None = Field(
@@ -138,6 +144,11 @@ class TrainerSection(Section):
     @classmethod
     def _duration(cls, value: float | str | None) -> float | None:
         return None if value is None else parse_duration(value)
+
+    @field_validator("checkpoint_every_s", mode="before")
+    @classmethod
+    def _cadence(cls, value: float | str) -> float:
+        return 0.0 if value == 0 and not isinstance(value, bool) else parse_duration(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainerSection:
