@@ -36,7 +36,8 @@ def register_components():
 def on_batch_end(state):
     if os.environ.get("PROBE_RANK", RANK) != RANK:
         return
-    if str(state.global_step) == os.environ.get("KILL_AT_STEP"):
+    first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+    if str(state.global_step) == os.environ.get("KILL_AT_STEP") and first_attempt:
         os.kill(os.getpid(), signal.SIGKILL)
     if str(state.global_step) == os.environ.get("RAISE_AT_STEP"):
         raise RuntimeError(f"probe failure on rank {RANK}")
@@ -107,6 +108,52 @@ def test_killed_two_process_run_resumes(probe_site, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [r["epoch"] for r in rows(run_dir)] == list(range(1, 11))
     assert (run_dir / "model.pt").exists()
+
+
+def test_a_restarted_job_continues_from_its_checkpoint_by_itself(probe_site, tmp_path):
+    """torchrun --max-restarts: a rank SIGKILLed mid-run makes the launcher start the job again,
+    which continues the same run dir from its newest checkpoint, no --resume needed, and ends
+    with the weights of an uninterrupted run."""
+    reference = tmp_path / "reference"
+    whole = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--run-dir", reference, "--quiet",
+                          "--set", "trainer.epochs=4", env=env(probe_site), timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    # 13 steps an epoch: checkpoints at 10 and 20, rank 1 dies at step 25 of the first attempt.
+    restarted = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--max-restarts", 1, "--run-dir", run_dir,
+                              "--set", "trainer.epochs=4", "--set", "trainer.checkpoint_every_steps=10",
+                              env=env(probe_site, KILL_AT_STEP="25", PROBE_RANK="1"), timeout=300)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "resuming" in restarted.stderr and "step-00000020.pt" in restarted.stderr
+    assert [r["epoch"] for r in rows(run_dir)] == [1, 2, 3, 4]
+    assert rows(run_dir) == rows(reference)
+    mine, theirs = (torch.load(d / "model.pt", weights_only=True) for d in (run_dir, reference))
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def test_two_nodes_form_one_job_and_its_run_resumes_on_one(tmp_path):
+    """Multi-node as on a cluster, on one machine: two torchrun agents (one process each) meet
+    at a c10d rendezvous on 127.0.0.1 and train one run; it then resumes on a single process."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=pipeforge-test",
+               "-m", "pipeforge", "run", str(RECIPE), "--run-dir", str(run_dir), "--set", "trainer.epochs=2"]
+    agents = [subprocess.Popen(command, env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    outputs = [agent.communicate(timeout=300) for agent in agents]
+    for agent, (_, stderr) in zip(agents, outputs):
+        assert agent.returncode == 0, stderr[-3000:]
+    assert sum(stdout.count("run dir:") for stdout, _ in outputs) == 1  # rank 0 alone speaks
+    assert [r["epoch"] for r in rows(run_dir)] == [1, 2]
+    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
+    longer = run_pipeforge("run", "--resume", run_dir, "--quiet", "--set", "trainer.epochs=3", timeout=300)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert [r["epoch"] for r in rows(run_dir)] == [1, 2, 3]
 
 
 def test_a_failing_rank_ends_the_job_quickly(probe_site, tmp_path):

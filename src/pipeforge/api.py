@@ -14,7 +14,10 @@ go to the `pipeforge` logger. Importing this module does not import torch; train
 from __future__ import annotations
 
 import copy
+import glob
+import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -79,6 +82,13 @@ def run(recipe: str | Path | Mapping[str, Any] | Recipe, *, overrides: Sequence[
     source = str(recipe) if isinstance(recipe, (str, Path)) else "a recipe given in Python"
     recipe = _recipe(recipe, plugins, overrides)
     with _process_group(recipe) as dist:
+        if _elastic_restart():
+            # torchrun restarted the job after a process failed (--max-restarts): continue the
+            # run dir its first attempt claimed, from the newest checkpoint, on every rank.
+            previous = dist.share(_previous_attempt(run_dir, recipe) if dist.is_main else None)
+            if previous is not None:
+                saved = load_recipe(Path(previous) / "recipe.toml", plugins.registry)
+                return _continue(Path(previous), saved, recipe, source, overrides, plugins, dist, callbacks, stop)
         if not dist.is_main:
             path = dist.share(None)
             if path is None:
@@ -118,8 +128,6 @@ def resume(run_dir: str | Path, *, overrides: Sequence[str] = (), recipe: str | 
     difference otherwise). A checkpoint that cannot be read is never skipped or overwritten:
     `CheckpointError` names it.
     """
-    from pipeforge import checkpoint
-
     run_dir = Path(run_dir)
     plugins = plugins or _discover()
     saved_path = run_dir / "recipe.toml"
@@ -129,6 +137,17 @@ def resume(run_dir: str | Path, *, overrides: Sequence[str] = (), recipe: str | 
     wanted_recipe = saved_recipe
     if recipe is not None or overrides:
         wanted_recipe = load_recipe(Path(recipe) if recipe else saved_path, plugins.registry, list(overrides))
+    with _process_group(wanted_recipe) as dist:
+        return _continue(run_dir, saved_recipe, wanted_recipe, str(recipe or saved_path), overrides, plugins, dist,
+                         callbacks, stop)
+
+
+def _continue(run_dir: Path, saved_recipe: Recipe, wanted_recipe: Recipe, source: str, overrides: Sequence[str],
+              plugins: Plugins, dist: Dist, callbacks: Sequence[object], stop: StopRequest | None) -> Result:
+    """Train `run_dir` on from its newest checkpoint (or from the start if it has none yet),
+    with `wanted_recipe`, which may differ from the run's own only in `RESUMABLE_CHANGES`."""
+    from pipeforge import checkpoint
+
     saved, wanted = resolved(saved_recipe), resolved(wanted_recipe)
     changes = differences(saved, wanted)
     refused = [c for c in changes if c[0] not in RESUMABLE_CHANGES]
@@ -138,31 +157,53 @@ def resume(run_dir: str | Path, *, overrides: Sequence[str] = (), recipe: str | 
             f"cannot resume {run_dir} with a different recipe:\n{lines}\n"
             f"only {', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run instead"
         )
-    with _process_group(wanted_recipe) as dist:
-        # Rank 0 picks the checkpoint; every rank loads the same file.
-        found = checkpoint.resumable(run_dir / "checkpoints") if dist.is_main else None
-        path = dist.share(str(found[0]) if found else None)
-        latest: Checkpoint | None = found[1] if found else (checkpoint.load(Path(path)) if path else None)
-        target = RunDir(run_dir)
-        if not dist.is_main:
-            return _fit(wanted_recipe, plugins, target, latest, dist, callbacks, stop)
-        with target.lock():
-            _set_ended(target, None)  # until this session ends (see `_record_end`)
-            if changes:
-                target.rewrite_recipe(wanted, _header(str(recipe or saved_path), overrides, run_dir))
-            target.rewrite_metrics(latest.history if latest else [])
-            if latest is None:
-                log.info("%s has no checkpoint yet: starting it from the beginning", run_dir)
-            else:
-                log.info("resuming %s from %s (epoch %d, step %d)", run_dir, Path(path).name,
-                         latest.epochs_done, latest.global_step)
-            try:
-                result = _fit(wanted_recipe, plugins, target, latest, dist, callbacks, stop)
-            except BaseException as exc:
-                _record_end(target, exc)
-                raise
-            _record_end(target, None)
-            return result
+    # Rank 0 picks the checkpoint; every rank loads the same file.
+    found = checkpoint.resumable(run_dir / "checkpoints") if dist.is_main else None
+    path = dist.share(str(found[0]) if found else None)
+    latest: Checkpoint | None = found[1] if found else (checkpoint.load(Path(path)) if path else None)
+    target = RunDir(run_dir)
+    if not dist.is_main:
+        return _fit(wanted_recipe, plugins, target, latest, dist, callbacks, stop)
+    with target.lock():
+        _set_ended(target, None)  # until this session ends (see `_record_end`)
+        if changes:
+            target.rewrite_recipe(wanted, _header(source, overrides, run_dir))
+        target.rewrite_metrics(latest.history if latest else [])
+        if latest is None:
+            log.info("%s has no checkpoint yet: starting it from the beginning", run_dir)
+        else:
+            log.info("resuming %s from %s (epoch %d, step %d)", run_dir, Path(path).name,
+                     latest.epochs_done, latest.global_step)
+        try:
+            result = _fit(wanted_recipe, plugins, target, latest, dist, callbacks, stop)
+        except BaseException as exc:
+            _record_end(target, exc)
+            raise
+        _record_end(target, None)
+        return result
+
+
+def _elastic_restart() -> bool:
+    """Whether torchrun restarted this job after a failure (`--max-restarts`)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def _previous_attempt(run_dir: str | Path | None, recipe: Recipe) -> str | None:
+    """The run dir an earlier attempt of this torchrun job claimed (its env.json records the
+    job's TORCHELASTIC_RUN_ID): `run_dir` if given, else the newest `runs/<name>-*`."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    if not job:
+        return None
+    candidates = [Path(run_dir)] if run_dir is not None else sorted(
+        Path("runs").glob(f"{glob.escape(recipe.run.name)}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            env = json.loads((path / "env.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(env, dict) and env.get("elastic_run_id") == job and (path / "recipe.toml").is_file():
+            return str(path)
+    return None
 
 
 def evaluate(run_dir: str | Path, *, checkpoint: str | None = None, splits: Sequence[str] | None = None,
@@ -294,6 +335,7 @@ def _environment(recipe: Recipe, plugins: Plugins, dist: Dist) -> dict[str, Any]
         "cuda_available": torch.cuda.is_available(),
         "seed": recipe.run.seed,
         "world_size": dist.world,
+        "elastic_run_id": os.environ.get("TORCHELASTIC_RUN_ID"),  # a torchrun job's restarts continue this run
         "command": sys.argv,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ended": None,  # how the run ended, once it has (see `_record_end`)

@@ -35,6 +35,11 @@ def add_commands(command: Callable[..., Any], recipe_args: Callable[..., None]) 
         help="train data-parallel with N processes, launched by torch's elastic launcher (torchrun)",
     )
     run.add_argument(
+        "--max-restarts", type=int, default=0, metavar="K",
+        help="with --nproc-per-node: when a process fails, restart the job up to K times; each restart "
+        "continues from the newest checkpoint (as torchrun --max-restarts does)",
+    )
+    run.add_argument(
         "--resume", type=Path, metavar="RUN_DIR",
         help="continue RUN_DIR from its latest valid checkpoint (RECIPE defaults to RUN_DIR/recipe.toml; "
         f"only {', '.join(api.RESUMABLE_CHANGES)} may change)",
@@ -51,6 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe or args.resume / "recipe.toml", plugins.registry, args.overrides)
     if args.nproc_per_node is not None:
         return _launch(args, recipe)
+    if args.max_restarts:
+        raise UsageError("--max-restarts needs --nproc-per-node (or run under torchrun --max-restarts)")
     from pipeforge.console import ConsoleReporter  # torch is imported from here on
 
     # Other ranks of a data-parallel job stay silent unless they fail.
@@ -84,6 +91,8 @@ def _launch(args: argparse.Namespace, recipe: Recipe) -> int:
     nproc = args.nproc_per_node
     if nproc < 1:
         raise UsageError(f"--nproc-per-node must be 1 or more, not {nproc}")
+    if not 0 <= args.max_restarts <= 1000:
+        raise UsageError(f"--max-restarts must be from 0 to 1000, not {args.max_restarts}")
     if recipe.trainer.strategy == "none":
         raise UsageError('trainer.strategy is "none" but --nproc-per-node asks for several processes')
     run_dir = args.run_dir or default_path(recipe.run.name)
@@ -103,7 +112,7 @@ def _launch(args: argparse.Namespace, recipe: Recipe) -> int:
         argv += ["--set", override]
     if args.quiet:
         argv.append("--quiet")
-    end = launch(nproc, argv)
+    end = launch(nproc, argv, args.max_restarts)
     if end.failure is not None:
         error(f"the data-parallel run stopped: {end.failure}")
     return end.exit_code

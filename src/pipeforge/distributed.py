@@ -53,7 +53,16 @@ class Dist:
             torch.cuda.set_device(self.local_rank)
         if not dist.is_initialized():
             backend = "nccl" if device_type == "cuda" else "gloo"
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+            timeout = timedelta(seconds=timeout_s)
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            if attempt != "0" and "MASTER_ADDR" in os.environ:
+                # torchrun restarted the job (--max-restarts) and its store still holds the
+                # failed attempt's addresses: gloo would dial the dead processes. This attempt's
+                # keys get a prefix of their own.
+                store = dist.PrefixStore(f"pipeforge/attempt-{attempt}", _job_store(self, timeout))
+                dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world, timeout=timeout)
+            else:
+                dist.init_process_group(backend, timeout=timeout)
         # Flags the ranks agree on (stop, checkpoint due) travel on the CPU, in a group of their
         # own, so asking never waits for the device (see `Flags`).
         _CONTROL["group"] = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
@@ -87,6 +96,16 @@ class Dist:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def _job_store(dist: Dist, timeout: timedelta) -> Any:
+    """The launcher's key-value store, at MASTER_ADDR:MASTER_PORT: the elastic agent serves it
+    when TORCHELASTIC_USE_AGENT_STORE says so, else rank 0 does."""
+    import torch.distributed as torch_dist
+
+    served_by_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    return torch_dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), dist.world,
+                               is_master=dist.is_main and not served_by_agent, timeout=timeout, multi_tenant=True)
 
 
 _CONTROL: dict[str, Any] = {}  # the process group for `Flags` while a job runs
@@ -149,9 +168,10 @@ class JobEnd:
     failure: str | None = None
 
 
-def launch(nproc: int, argv: list[str]) -> JobEnd:
+def launch(nproc: int, argv: list[str], max_restarts: int = 0) -> JobEnd:
     """Run `pipeforge argv` in `nproc` processes on this machine under torch's elastic launcher
-    (what torchrun runs), and wait for them.
+    (what torchrun runs), and wait for them; after a failure, start them again up to
+    `max_restarts` times (each restart continues the run from its newest checkpoint).
 
     The exit code is 0, or that of the first process to fail (128 + N for one killed by signal
     N, or when this process was); that process has said why on stderr. torch's own report of a
@@ -165,7 +185,8 @@ def launch(nproc: int, argv: list[str]) -> JobEnd:
 
     # The agent logs each failed process as an error; the ranks and JobEnd.failure say it already.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "pipeforge", *argv])
+    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
+                       "-m", "pipeforge", *argv])
     try:
         run(args)
     except ChildFailedError as exc:
