@@ -60,6 +60,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     plugins = discover_plugins()
     if (args.recipe is None) == (args.resume is None):
         raise UsageError("sweep needs a RECIPE, or --resume SWEEP_DIR (not both)")
+    if args.resume is not None and args.sweep_dir is not None:
+        raise UsageError("--resume SWEEP_DIR continues the sweep in SWEEP_DIR: leave out --sweep-dir")
     source = args.recipe if args.resume is None else args.resume / SWEEP_RECIPE
     if args.resume is not None and not source.is_file():
         raise UsageError(f"{args.resume} is not a sweep dir (no {SWEEP_RECIPE})")
@@ -127,6 +129,7 @@ class Sweeper:
 
     def run(self) -> int:
         plan, section = self.plan, self.plan.section
+        full = True  # no more trials to draw (a grid or random search has them all in todo)
         if section.uses_optuna:
             from pipeforge import sweep_optuna
 
@@ -141,6 +144,7 @@ class Sweeper:
                     self.optuna_ids[record.trial.number] = ids[record.trial.number][0]
                     self.todo.append((record.trial, record.status == "interrupted"))
             total = sweep_optuna.total_trials(section)
+            full = len(self.study.get_trials(deepcopy=False)) >= total
         else:
             records = self.sweep_dir.records(plan.trials, plan.monitor, plan.mode)
             self.todo.extend((r.trial, r.status == "interrupted") for r in records if r.status not in DONE)
@@ -150,7 +154,9 @@ class Sweeper:
         resumed = sum(1 for _, again in self.todo if again)
         self.say(f"sweep {plan.name}: {total:,} trials, {done:,} done, {resumed:,} to resume; "
                  f"sweep dir {self.sweep_dir.path}")
-        wanted = section.parallel if self.study is not None else min(section.parallel, len(self.todo))
+        wanted = min(section.parallel, len(self.todo))
+        if self.study is not None and not full:  # Optuna has more trials to hand out
+            wanted = section.parallel
         if wanted:
             self.work(wanted)
         return self.report()
@@ -183,6 +189,9 @@ class Sweeper:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            for worker in self.workers:
+                if not worker.retired:  # only after an error in this loop
+                    worker.inbox.put(None)
             for worker in self.workers:
                 worker.process.join(timeout=30)
                 if worker.process.is_alive():

@@ -150,23 +150,29 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply each `--set` to the parsed recipe in place; integer keys index arrays."""
     for text in overrides:
         parts, value = parse_override(text)
-        node: Any = data
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            if isinstance(node, list) and _index(part) < len(node):
-                index: Any = _index(part)
-            elif isinstance(node, dict):
-                index = part
-            else:
-                where = ".".join(parts[:depth]) or "(top)"
-                raise RecipeError([Problem(f"--set {text}", f"'{shorten(where)}' is not a table")])
-            if last:
-                node[index] = value
-            else:
-                if isinstance(node, dict) and index not in node:
-                    node[index] = {}
-                node = node[index]
+        set_key(data, parts, value, f"--set {text}")
     return data
+
+
+def set_key(data: dict[str, Any], parts: list[str], value: Any, place: str) -> None:
+    """Set the value at a dotted key's `parts` (tables made as needed; an integer part indexes
+    an array); `RecipeError` at `place` when a part is not a table."""
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list) and _index(part) < len(node):
+            index: Any = _index(part)
+        elif isinstance(node, dict):
+            index = part
+        else:
+            where = ".".join(parts[:depth]) or "(top)"
+            raise RecipeError([Problem(place, f"'{shorten(where)}' is not a table")])
+        if last:
+            node[index] = value
+        else:
+            if isinstance(node, dict) and index not in node:
+                node[index] = {}
+            node = node[index]
 
 
 def _index(part: str) -> int:

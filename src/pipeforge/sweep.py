@@ -33,8 +33,8 @@ import tomli_w
 from pipeforge.api import differences
 from pipeforge.compose import compose
 from pipeforge.errors import Problem, RecipeError, UsageError, shorten
-from pipeforge.recipe import Recipe, apply_overrides, check_metric_key, validate_recipe, validate_table
-from pipeforge.recipe_file import parse_override
+from pipeforge.recipe import Recipe, check_metric_key, validate_recipe, validate_table
+from pipeforge.recipe_file import parse_override, set_key
 from pipeforge.registry import Registry
 from pipeforge.sweep_table import Distribution, SweepSection
 
@@ -249,7 +249,8 @@ def check_trials(base: dict[str, Any], trials: list[Trial], registry: Registry, 
     for trial in trials:
         data = plain_copy(base)
         try:
-            apply_overrides(data, trial.overrides())
+            for key, value in trial.values.items():  # as its --set would, without TOML text
+                set_key(data, key.split("."), plain_copy(value), key)
             recipe = validate_recipe(data, registry)
         except RecipeError as exc:
             for problem in exc.problems:

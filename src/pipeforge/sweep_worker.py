@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,15 @@ def main(index: int, inbox: Any, outbox: Any) -> None:
     logger.setLevel(logging.WARNING)
     logger.propagate = False
     plugins = discover()
+    parent = os.getppid()
     outbox.put((READY, index, None))
     while True:
-        task = inbox.get()
+        try:
+            task = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the sweep was killed: no one will hand out work
+                return
+            continue
         if task is None:
             return
         if stop.signal is not None:  # handed a trial after a Ctrl-C: leave it for the next run
