@@ -8,6 +8,7 @@ Builders are named lazily ("module:function") so that discovery never imports to
 from __future__ import annotations
 
 from pipeforge.builtin import params as p
+from pipeforge.builtin.csv_logger import CSVParams
 from pipeforge.builtin.stopping import EarlyStoppingParams
 from pipeforge.hookspecs import hookimpl
 from pipeforge.registry import Component, NoParams
@@ -29,6 +30,7 @@ COMPONENTS = [
     Component("loss", "mse", p.MSEParams, f"{_B}.losses:build_mse", "Mean squared error."),
     Component("metric", "accuracy", p.AccuracyParams, f"{_B}.metrics:build_accuracy", "Fraction of samples whose target is among the top-k logits."),
     Component("callback", "early_stopping", EarlyStoppingParams, f"{_B}.stopping:build_early_stopping", "Stop the run when a metric has not improved for `patience` epochs."),
+    Component("callback", "csv", CSVParams, f"{_B}.csv_logger:build", "Write every epoch's metrics as a row of <run dir>/metrics.csv (header from the keys)."),
     Component("callback", "tensorboard", p.TensorBoardParams, f"{_B}.tensorboard:build", "Write the loss per step and every metric per epoch to <run dir>/tensorboard."),
     Component("dataset", "synthetic_classification", p.SyntheticClassificationParams, f"{_B}.synthetic:build_dataset", "Gaussian blobs, one per class; deterministic from the run seed."),
     Component("model", "mlp", p.MLPParams, f"{_B}.synthetic:build_mlp", "Multi-layer perceptron over flattened inputs."),
