@@ -169,7 +169,7 @@ def test_optuna_pruning_stops_the_trial_through_a_stop_request(tmp_path):
 
 @pytest.mark.slow
 def test_sigint_mid_sweep_then_again_equals_an_uninterrupted_sweep(tmp_path, killer_env):
-    path = recipe(tmp_path)
+    path = recipe(tmp_path, GRID.replace("[0.02, 0.1, 0.3]", "[0.02, 0.3]"))  # 4 trials
     reference = run_pipeforge("sweep", path, "--sweep-dir", tmp_path / "reference", "--quiet", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
 
@@ -204,8 +204,8 @@ def test_sigint_mid_sweep_then_again_equals_an_uninterrupted_sweep(tmp_path, kil
     for trial in sorted((tmp_path / "reference").glob("trial-*")):
         mine = sweep_dir / trial.name / "metrics.jsonl"
         assert mine.read_text() == (trial / "metrics.jsonl").read_text(), trial.name
-    assert len(list(sweep_dir.glob("trial-*"))) == 6
-    assert "trial-0005" in again.stdout and "best: " in again.stdout
+    assert len(list(sweep_dir.glob("trial-*"))) == 4
+    assert "trial-0003" in again.stdout and "best: " in again.stdout
 
 
 @pytest.mark.slow
@@ -214,7 +214,7 @@ def test_two_sweeps_share_one_optuna_study_and_run_disjoint_trials(tmp_path, kil
     path = recipe(tmp_path, '[sweep]\nmonitor = "val_accuracy"\n')
     storage = tmp_path / "study.journal"
     command = [sys.executable, "-m", "pipeforge", "sweep", str(path), "--space", "optimizer.lr=log_uniform(0.01,0.5)",
-               "--sampler", "tpe", "--trials", "6", "--storage", str(storage), "--study", "shared", "--quiet"]
+               "--sampler", "tpe", "--trials", "4", "--storage", str(storage), "--study", "shared", "--quiet"]
     procs = [subprocess.Popen([*command, "--sweep-dir", str(tmp_path / name)], env={**killer_env, "STEP_SLEEP": "0.02"},
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in ("a", "b")]
@@ -225,7 +225,7 @@ def test_two_sweeps_share_one_optuna_study_and_run_disjoint_trials(tmp_path, kil
     assert not ran["a"] & ran["b"]  # no trial ran in both processes
     study = optuna.load_study(study_name="shared", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(storage))))
-    assert len(study.trials) >= 6
+    assert len(study.trials) >= 4
     assert sorted(ran["a"] | ran["b"]) == sorted(f"trial-{t.number:04d}" for t in study.trials)
     for trial in study.trials:
         assert trial.state.name == "COMPLETE"

@@ -96,8 +96,11 @@ def _dry_run(plan: SweepPlan) -> int:
         if len(plan.trials) > 20:
             out.print(Text(f"  … and {len(plan.trials) - 20:,} more"))
     else:
-        out.print(Text(f"{plan.source}: ok, {section.trials:,} trials drawn by Optuna ({section.chosen_sampler}); "
-                       f"every edge of the space validated; {plan.monitor} ({plan.mode}) ranks them"))
+        grid = section.chosen_sampler == "grid"
+        total = section.grid_size() if grid else section.trials or 0
+        checked = "every grid point" if grid else "every edge of the space"
+        out.print(Text(f"{plan.source}: ok, {total:,} trials drawn by Optuna ({section.chosen_sampler}); "
+                       f"{checked} validated; {plan.monitor} ({plan.mode}) ranks them"))
     return 0
 
 

@@ -199,10 +199,12 @@ def plan_sweep(data: dict[str, Any], registry: Registry, source: str) -> SweepPl
     base = {key: value for key, value in data.items() if key != "sweep"}
     run = data.get("run")
     name = run.get("name") if isinstance(run, dict) else None
+    # Optuna numbers its trials itself: a grid's points are checked all the same, a search's edges.
     trials = expand(section) if not section.uses_optuna else []
-    checked = trials if trials else edge_trials(section)
+    kind = "trial" if trials else "point" if section.chosen_sampler == "grid" else "edge"
+    checked = trials or (expand(section) if kind == "point" else edge_trials(section))
     monitor = section.monitor
-    problems, first = check_trials(base, checked, registry, monitor, optuna=not trials)
+    problems, first = check_trials(base, checked, registry, monitor, kind)
     if monitor is None and first is not None:
         monitor = first.trainer.best_metric
         if monitor is None:
@@ -239,9 +241,10 @@ def edge_trials(section: SweepSection) -> list[Trial]:
 
 
 def check_trials(base: dict[str, Any], trials: list[Trial], registry: Registry, monitor: str | None,
-                 optuna: bool = False) -> tuple[list[Problem], Recipe | None]:
+                 kind: str = "trial") -> tuple[list[Problem], Recipe | None]:
     """Validate each trial's recipe (and that it writes `monitor`); the problems, each named by
-    its trial (a problem every trial has is listed once), and the first valid trial's recipe."""
+    its trial (`kind` "trial"), grid point ("point") or edge of the search space ("edge") and
+    its values (a problem every trial has is listed once), and the first valid trial's recipe."""
     found: dict[tuple[str, str, str | None], list[Trial]] = {}
     unwritten: dict[tuple[str, str, str | None], list[Trial]] = {}  # the monitor, per valid trial
     valid: list[Trial] = []
@@ -272,7 +275,8 @@ def check_trials(base: dict[str, Any], trials: list[Trial], registry: Registry, 
             problems.append(Problem(f"every trial: {path}", message, hint))
             continue
         for trial in failing:
-            who = f"sweep.space edge ({trial.label()})" if optuna else f"{trial.id} ({trial.label()})"
+            who = {"trial": trial.id, "point": "grid point", "edge": "sweep.space edge"}[kind]
+            who = f"{who} ({trial.label()})"
             problems.append(Problem(f"{who}: {path}", message, hint))
     return problems, first
 

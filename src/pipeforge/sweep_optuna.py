@@ -78,10 +78,21 @@ def open_study(section: SweepSection, study_name: str, mode: str, spec: str) -> 
 def _sampler(optuna: Any, section: SweepSection) -> Any:
     sampler = section.chosen_sampler
     if sampler == "grid":
-        return optuna.samplers.GridSampler(dict(section.grid), seed=section.seed)
+        return _grid_sampler(optuna)(dict(section.grid), seed=section.seed)
     if sampler == "random":
         return optuna.samplers.RandomSampler(seed=section.seed)
     return optuna.samplers.TPESampler(seed=section.seed)
+
+
+def _grid_sampler(optuna: Any) -> Any:
+    class Grid(optuna.samplers.GridSampler):
+        """Optuna's grid sampler, minus its `study.stop()` once the grid is used up: that works
+        only inside `study.optimize`, and a sweep counts its trials itself (`ask`)."""
+
+        def after_trial(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    return Grid
 
 
 def _pruner(optuna: Any, section: SweepSection) -> Any:

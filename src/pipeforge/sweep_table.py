@@ -167,6 +167,12 @@ class SweepSection(Section):
             raise ValueError(f'a {sampler} search needs trials = N')
         if sampler == "grid" and self.grid_size() > MAX_TRIALS:
             raise ValueError(f"the grid has {self.grid_size():,} points; at most {MAX_TRIALS:,}")
+        if self.uses_optuna:
+            offered = [v for values in self.grid.values() for v in values]
+            offered += [v for dist in self.space.values() if dist.kind == "choice" for v in dist.args]
+            if any(v is not None and not isinstance(v, (bool, int, float, str)) for v in offered):
+                raise ValueError("Optuna takes numbers, strings and booleans as choices, not arrays or tables: "
+                                 "sweep a scalar key instead (e.g. model.hidden.0)")
         if self.pruning and not self.uses_optuna:
             raise ValueError('pruning is done by Optuna: use sampler = "tpe" (or a storage)')
         return self
