@@ -47,7 +47,7 @@ from pipeforge.plugins import discover
 from pipeforge.sweep import plan_sweep, read_sweep
 plugins = discover()
 ready, cpu_ready = time.perf_counter(), time.process_time()
-data = read_sweep(Path(sys.argv[1]), [], sys.argv[2:4], [], {"monitor": "test_accuracy"})
+data, _ = read_sweep(Path(sys.argv[1]), [], sys.argv[2:4], [], {"monitor": "test_accuracy"})
 plan = plan_sweep(data, plugins.registry, sys.argv[1])
 done, cpu_done = time.perf_counter(), time.process_time()
 print(json.dumps({"trials": len(plan.trials), "imports": ready - started, "validate": done - ready,

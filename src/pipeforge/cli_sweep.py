@@ -27,7 +27,7 @@ from rich.text import Text
 
 from pipeforge.version import __version__
 from pipeforge.cli_common import discover_plugins, err, error, out, warning
-from pipeforge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, UsageError
+from pipeforge.errors import EXIT_FAILURE, EXIT_INTERRUPTED, RecipeError, UsageError
 from pipeforge.sweep import (DONE, SWEEP_RECIPE, SweepDir, SweepPlan, Trial, TrialRecord, plan_sweep, ranked, read_sweep,
                              toml_value)
 
@@ -67,8 +67,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.resume} is not a sweep dir (no {SWEEP_RECIPE})")
     settings = {key: getattr(args, key) for key in ("sampler", "trials", "parallel", "seed", "monitor", "mode",
                                                       "pruning", "storage", "study")}
-    data = read_sweep(source, args.overrides, args.grid, args.space, settings)
-    plan = plan_sweep(data, plugins.registry, str(source))
+    data, locate = read_sweep(source, args.overrides, args.grid, args.space, settings)
+    try:
+        plan = plan_sweep(data, plugins.registry, str(source))
+    except RecipeError as exc:  # each problem also says where its key was written
+        raise locate(exc) from None
     if plan.section.uses_optuna:
         from pipeforge import sweep_optuna
 

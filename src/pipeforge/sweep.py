@@ -26,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import tomli_w
 
@@ -99,11 +99,12 @@ class SweepPlan:
 
 
 def read_sweep(path: Path, overrides: list[str], grid: list[str], space: list[str],
-               settings: dict[str, Any]) -> dict[str, Any]:
+               settings: dict[str, Any]) -> tuple[dict[str, Any], Callable[[RecipeError], RecipeError]]:
     """The sweep recipe: `path` (with its includes) and `--set` overrides, plus `--grid KEY=V1,V2`
     and `--space KEY=DIST(ARGS)` flags and other `[sweep]` settings given on the command line
-    (`settings`, None values left out), which replace the table's. `RecipeError` naming the
-    flag for a malformed one."""
+    (`settings`, None values left out), which replace the table's; and a function that adds to
+    a `RecipeError` of it where each problem's key was written. `RecipeError` naming the flag
+    for a malformed one."""
     composed = compose(path)
     try:
         composed.apply_overrides(list(overrides))
@@ -114,7 +115,7 @@ def read_sweep(path: Path, overrides: list[str], grid: list[str], space: list[st
     if table is None:
         table = data["sweep"] = {}
     if not isinstance(table, dict):
-        return data  # validation says what is wrong with it
+        return data, composed.locate  # validation says what is wrong with it
     problems: list[Problem] = []
     for kind, flags, parse in (("grid", grid, grid_flag), ("space", space, space_flag)):
         for text in flags:
@@ -129,7 +130,7 @@ def read_sweep(path: Path, overrides: list[str], grid: list[str], space: list[st
     if problems:
         raise RecipeError(problems, "the command line")
     table.update({key: value for key, value in settings.items() if value is not None})
-    return data
+    return data, composed.locate
 
 
 def grid_flag(text: str) -> tuple[str, list[Any]]:
@@ -271,8 +272,8 @@ def check_trials(base: dict[str, Any], trials: list[Trial], registry: Registry, 
         else:
             found.setdefault((path, message, hint), []).extend(failing)
     for (path, message, hint), failing in found.items():
-        if len(failing) == len(trials) and len(trials) > 1:
-            problems.append(Problem(f"every trial: {path}", message, hint))
+        if len(failing) == len(trials) and len(trials) > 1:  # the recipe's own problem
+            problems.append(Problem(path, f"{message} (in every trial)", hint))
             continue
         for trial in failing:
             who = {"trial": trial.id, "point": "grid point", "edge": "sweep.space edge"}[kind]
