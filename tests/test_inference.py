@@ -175,6 +175,17 @@ def test_evaluate_best_and_last_checkpoints(popularity_run):
     assert last["metrics"]["test_accuracy"] == rows[-1]["test_accuracy"]
 
 
+def test_last_says_when_it_falls_back_to_an_older_checkpoint(popularity_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(popularity_run, copy)
+    (newest,) = [p for p in (copy / "checkpoints").glob("step-*.pt")]
+    (copy / "checkpoints" / "step-99999999.pt").write_bytes(b"not a checkpoint")
+    result = run_pipeforge("evaluate", copy, "--checkpoint", "last", "--json")
+    assert result.returncode == 0, result.stderr
+    assert Path(json.loads(result.stdout)["weights"]).name == newest.name
+    assert "step-99999999.pt cannot be read" in result.stderr and newest.name in result.stderr
+
+
 def test_evaluate_prints_a_table_and_never_overwrites_its_json_file(popularity_run, tmp_path):
     target = tmp_path / "metrics.json"
     result = run_pipeforge("evaluate", popularity_run, "--split", "train", "--split", "test", "-o", target)

@@ -10,6 +10,7 @@ Nothing here prints: the CLI (`cli_inference`) shows the results.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from pipeforge.errors import CheckpointError, DataError, PluginError, Problem, R
 from pipeforge.plugins import Plugins
 from pipeforge.recipe import Recipe, load_recipe, read_toml
 from pipeforge.setup import resolve_device, seed_everything
+
+log = logging.getLogger("pipeforge")
 
 
 @dataclass
@@ -131,6 +134,10 @@ def choose_weights(run_dir: Path, choice: str | None) -> Weights:
         found = checkpoint.latest_valid(directory)
         if found is None:
             raise CheckpointError(f"{directory}: no valid step checkpoint to use as --checkpoint last")
+        skipped = [path.name for path in checkpoint.step_files(directory) if path.name > found[0].name]
+        if skipped:  # say so: "last" is then not the newest state of the run
+            log.warning("%s cannot be read; using the newest readable checkpoint, %s (older)",
+                        ", ".join(skipped), found[0].name)
         return _from_checkpoint(*found)
     if choice == "best":
         path = directory / "best.pt"
