@@ -12,7 +12,7 @@ import torch
 
 import pipeforge
 from conftest import run_pipeforge
-from pipeforge import Callback, Component, Metric, NoParams, PluginError
+from pipeforge import Callback, Component, Metric, NoParams, PluginError, RecipeError
 from pipeforge.builtin.metrics import Accuracy
 from pipeforge.checkpoint import latest_valid
 from pipeforge.plugins import discover
@@ -157,9 +157,11 @@ def test_early_stopping_stops_when_the_metric_stops_improving(tmp_path):
 
 
 def test_early_stopping_refuses_a_monitor_the_run_does_not_write(tmp_path):
+    """Refused by validation, before anything is built (the monitor is marked METRIC_KEY)."""
     recipe = {**EARLY, "callbacks": [{"name": "early_stopping", "monitor": "val_f1"}]}
-    with pytest.raises(PluginError, match="monitor 'val_f1' is not a key"):
+    with pytest.raises(RecipeError, match=r"callbacks\[0\]\.monitor.*expected a key the run writes"):
         pipeforge.run(recipe, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

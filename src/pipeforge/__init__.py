@@ -22,7 +22,7 @@ from pipeforge.errors import (
     UsageError,
 )
 from pipeforge.hookspecs import hookimpl
-from pipeforge.registry import Component, ComponentSpec, FiniteFloat, Int64, NoParams, Params, TransformSpec
+from pipeforge.registry import METRIC_KEY, Component, ComponentSpec, FiniteFloat, Int64, NoParams, Params, TransformSpec
 from pipeforge.version import __version__
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "FiniteFloat",
     "Int64",
     "Interrupted",
+    "METRIC_KEY",
     "Metric",
     "NoParams",
     "Params",

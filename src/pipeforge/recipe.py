@@ -216,7 +216,23 @@ def check_across(recipe: Recipe) -> list[Problem]:
     classes = _bound_param(recipe.dataset, "classes")
     names = [_bound_param(spec, "metric_name") for spec in recipe.metrics]
     return (_check_metric_names(recipe, names) + _check_best_metric(recipe, recipe.trainer.eval_splits, names)
-            + _check_top_k(recipe, classes if type(classes) is int else None))
+            + _check_top_k(recipe, classes if type(classes) is int else None) + _check_metric_params(recipe))
+
+
+def _check_metric_params(recipe: Recipe) -> list[Problem]:
+    """Params marked `METRIC_KEY` (a callback's or a scheduler's `monitor`) that name a key the
+    run will not write."""
+    problems: list[Problem] = []
+    specs = [(f"callbacks[{i}]", spec) for i, spec in enumerate(recipe.callbacks)] + [("scheduler", recipe.scheduler)]
+    for path, spec in specs:
+        if spec is None or spec.bound is None:
+            continue
+        params = spec.bound.params
+        for field, info in type(params).model_fields.items():
+            marked = isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("metric_key")
+            if marked and isinstance(value := getattr(params, field), str):
+                problems += check_metric_key(recipe, value, f"{path}.{field}")
+    return problems
 
 
 def _check_metric_names(recipe: Recipe, names: list[str | None]) -> list[Problem]:

@@ -15,11 +15,11 @@ from pydantic import Field
 from pipeforge.context import BuildContext, RunState
 from pipeforge.contract import Callback
 from pipeforge.errors import PluginError
-from pipeforge.registry import Params
+from pipeforge.registry import METRIC_KEY, Params
 
 
 class EarlyStoppingParams(Params):
-    monitor: str = Field("val_loss", min_length=1, max_length=200,
+    monitor: str = Field("val_loss", min_length=1, max_length=200, json_schema_extra=METRIC_KEY,
                          description='The metrics.jsonl key to watch, e.g. "val_loss" or "val_accuracy".')
     mode: Literal["auto", "min", "max"] = Field(
         "auto", description='"min": lower is better; "max": higher is better; "auto": min for keys ending in "loss".'
