@@ -16,7 +16,6 @@ import argparse
 import os
 import queue
 import signal
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -36,7 +36,7 @@ from pipeforge.errors import Problem, RecipeError, UsageError, shorten
 from pipeforge.recipe import Recipe, check_metric_key, validate_recipe, validate_table
 from pipeforge.recipe_file import parse_override, set_key
 from pipeforge.registry import Registry
-from pipeforge.sweep_table import Distribution, SweepSection
+from pipeforge.sweep_table import SweepSection
 
 SWEEP_RECIPE = "sweep.toml"
 SWEEP_LOG = "sweep.jsonl"
