@@ -250,3 +250,29 @@ def test_the_schema_describes_the_sweep_table(tmp_path):
     assert any("paralel" in error.message for error in validator.iter_errors(typo))
     properties = recipe_schema(discover().registry)["$defs"]["SweepSection"]["properties"]
     assert all(field.get("description") for field in properties.values())
+
+
+def test_a_search_optuna_draws_later_is_validated_at_every_edge(tmp_path, capsys):
+    args = ["sweep", str(recipe(tmp_path, '[sweep]\nmonitor = "val_accuracy"\n')), "--sampler", "tpe", "--trials", "9",
+            "--space", "optimizer.lr=uniform(-1,1)", "--space", "optimizer.name=choice(sgd,sgdd)", "--dry-run"]
+    assert main(args) == 2
+    message = capsys.readouterr().err
+    assert "sweep.space edge (optimizer.lr=-1.0, optimizer.name=\"sgd\"): optimizer.lr" in message
+    assert "sweep.space edge (optimizer.lr=-1.0, optimizer.name=\"sgdd\"): optimizer.name" in message
+
+
+def test_a_sweep_dir_holds_one_sweep(tmp_path):
+    from pipeforge.errors import UsageError
+    from pipeforge.sweep import SweepDir
+
+    data = {"run": {"name": "x"}, "sweep": {"grid": {"optimizer.lr": [0.1, 0.2]}, "parallel": 2}}
+    SweepDir.open(tmp_path / "s", data, "header").release()
+    changed = {**data, "sweep": {**data["sweep"], "parallel": 4}}  # how it runs may change
+    held = SweepDir.open(tmp_path / "s", changed, "header")
+    with pytest.raises(UsageError, match="in use by another pipeforge sweep"):
+        SweepDir.open(tmp_path / "s", changed, "header")
+    held.release()
+    other = {**data, "sweep": {"grid": {"optimizer.lr": [0.3]}}}
+    with pytest.raises(UsageError, match=r"holds a different sweep:\n  sweep.grid.optimizer.lr: \[0.1, 0.2\] -> \[0.3\]"):
+        SweepDir.open(tmp_path / "s", other, "header")
+    assert "parallel = 4" in (tmp_path / "s" / "sweep.toml").read_text()
