@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import RECIPES, cli_env, run_pipeforge
+from conftest import RECIPES, ROOT, cli_env, run_pipeforge
 
 QUICKSTART = RECIPES / "quickstart.toml"
 
@@ -152,7 +152,13 @@ def test_python_dash_m_is_the_same_command(tmp_path):
     assert result.returncode == 0 and "ok" in result.stdout
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", str(QUICKSTART)], ["list-plugins"], ["schema"], ["show", "sgd"]])
+# The torch catalog's options in one recipe: Muon with per-module lr and no_decay, balanced class
+# weights, a scheduler behind a warm-up (tests/test_catalog.py trains it).
+CATALOG = ROOT / "tests" / "data" / "catalog.toml"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["validate", str(QUICKSTART)], ["validate", str(CATALOG)],
+                                  ["list-plugins"], ["schema"], ["show", "sgd"], ["show", "muon"]])
 def test_control_plane_imports_no_torch(args, tmp_path):
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeforge", *args],
                             capture_output=True, text=True, env=cli_env(), cwd=tmp_path)

@@ -49,7 +49,8 @@ def test_good_recipe_fills_defaults(tmp_path, registry):
     assert recipe.loss.name == "cross_entropy"
     assert [m.name for m in recipe.metrics] == ["accuracy"]
     out = resolved(recipe)
-    assert out["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "dampening": 0.0, "nesterov": False}
+    assert out["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "dampening": 0.0,
+                                "nesterov": False, "no_decay": [], "lr_groups": {}}
     assert out["trainer"]["device"] == "auto"
 
 

@@ -12,8 +12,10 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from types import UnionType
+from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origin
 
 import tomli_w
 from rich.table import Table
@@ -147,13 +149,18 @@ def cmd_list_plugins(args: argparse.Namespace) -> int:
         out.print_json(json.dumps({"plugins": rows}))
         return 0
     table = Table(title="pipeforge plugins")
-    for column in ("plugin", "distribution", "version", "status", "components"):
-        table.add_column(column)
+    for column in ("plugin", "distribution", "version", "status"):
+        table.add_column(column, overflow="fold")
     for row in rows:
-        parts = [f"{kind}: {', '.join(names)}" for kind, names in row["components"].items()]
         status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['error']}"
-        table.add_row(*map(Text, (row["name"], row["distribution"], row["version"], status, "\n".join(parts))))
+        table.add_row(*map(Text, (row["name"], row["distribution"], row["version"], status)))
     out.print(table)
+    # Components below the table, a line per kind: names wrap between names and are never cut
+    # (a column of the table above would cut them at 80 columns).
+    for row in rows:
+        if row["components"]:
+            out.print(Text(f"\n{row['name']} ({row['distribution']} {row['version']})", style="bold"))
+            out.print(Text(_component_grid(row["components"])))
     return 0
 
 
@@ -167,14 +174,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     for comp in found:
         owner = registry.owner(comp.kind, comp.name)
         # A plugin's names, descriptions and defaults are printed as text, never read as markup.
-        table = Table(title=Text(f"{comp.kind} {comp.name} — {comp.description}"),
-                      caption=Text(f"from {owner.distribution} {owner.version}") if owner else None)
-        for column in ("param", "type", "default", "description"):
-            table.add_column(column)
-        for name, field in comp.params.model_fields.items():
-            default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
-            table.add_row(*map(Text, (name, _type_name(field.annotation), default, field.description or "")))
-        out.print(table)
+        title = textwrap.wrap(f"{comp.kind} {comp.name} — {comp.description}", max(out.width, 40),
+                              break_long_words=False, break_on_hyphens=False, subsequent_indent="  ")
+        out.print(Text("\n".join(title), style="bold"))
+        if owner:
+            out.print(Text(f"from {owner.distribution} {owner.version}"))
+        out.print(Text("\n" + _params_list(comp.params) + "\n"))
     return 0
 
 
@@ -200,6 +205,81 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ helpers
 
 
+def _params_list(model: Any) -> str:
+    """A component's params listed as `--help` lists options: the name, then its type and
+    default, the description under them."""
+    rows = []
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            default = " (required)"
+        else:
+            value = field.get_default(call_default_factory=True)
+            default = " (optional)" if value is None else f" = {_toml_value(value)}"
+        rows.append((name, [_type_name(field.annotation) + default, *([field.description] if field.description else [])]))
+    return _definitions(rows, out.width) if rows else "  (no params)"
+
+
+def _component_grid(components: dict[str, list[str]]) -> str:
+    """A plugin's components: a line per kind (in `KINDS` order), the names sorted."""
+    kinds = sorted(components, key=lambda k: KINDS.index(k) if k in KINDS else len(KINDS))
+    return _definitions([(kind, [", ".join(sorted(components[kind]))]) for kind in kinds], out.width)
+
+
+def _definitions(rows: list[tuple[str, list[str]]], width: int) -> str:
+    """`name  text` rows, indented by 2, each text paragraph wrapped between words to `width`
+    in a column after the longest name. Nothing is ever cut: a name or word wider than its
+    column runs on (a name longer than 30 characters puts its text on the next line)."""
+    column = min(max(len(name) for name, _ in rows), 30) + 4
+    lines = []
+    for name, paragraphs in rows:
+        wrapped = [line for text in paragraphs
+                   for line in textwrap.wrap(text, max(width - column, 20), break_long_words=False,
+                                             break_on_hyphens=False) or [""]]
+        head = f"  {name}"
+        if len(head) + 2 > column:
+            lines.append(head)
+        else:
+            wrapped[0] = head.ljust(column) + wrapped[0]
+            lines.append(wrapped.pop(0))
+        lines += [" " * column + line for line in wrapped]
+    return "\n".join(lines)
+
+
+_TYPE_NAMES = {str: "string", bool: "bool", int: "int", float: "float"}
+
+
 def _type_name(annotation: Any) -> str:
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+    """A param's type as a recipe writes it: `float`, `list[float]`, `"cos" | "linear"`,
+    `table of float`; an optional one without its None (`show` says "(optional)" instead)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(arg) for arg in args if arg is not type(None))
+    if origin is Literal:
+        return " | ".join(_toml_value(arg) for arg in args)
+    if origin in (list, tuple, set, frozenset):
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        return f"table of {_type_name(args[1])}" if args else "table"
+    if isinstance(annotation, type):
+        kind = getattr(annotation, "kind", "")  # a nested component spec, e.g. a transform
+        return _TYPE_NAMES.get(annotation, kind if isinstance(kind, str) and kind else annotation.__name__)
+    return str(annotation).replace("typing.", "")
+
+
+def _toml_value(value: Any) -> str:
+    """A value as TOML writes it (`true`, `"cos"`, `[0.9, 0.999]`); None, which TOML has no
+    word for, is "unset"."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + "}"
+    return repr(value)
 

@@ -14,6 +14,14 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeforge.registry import Params
 
+# The catalog's models live in optim_params (optimizers, schedulers) and loss_params (losses);
+# these names stay importable from here.
+from pipeforge.builtin.loss_params import CrossEntropyParams, MSEParams  # noqa: F401
+from pipeforge.builtin.optim_params import (  # noqa: F401
+    AdamParams, AdamWParams, ConstantParams, CosineParams, LinearDecayParams, MultiStepParams, OneCycleParams,
+    PlateauParams, SGDParams, StepLRParams,
+)
+
 # Most features, hidden units or classes a built-in model or dataset takes.
 MAX_WIDTH = 1_000_000
 # Most samples a synthetic split draws, and most values all of its inputs may hold (1 GB).
@@ -25,93 +33,7 @@ MAX_SIDE = 16_384
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 
-# ---------------------------------------------------------------- optimizers and schedulers
-
-
-class SGDParams(Params):
-    lr: float = Field(0.01, gt=0, description="Learning rate.")
-    momentum: float = Field(0.0, ge=0, le=1, description="Momentum factor, in [0, 1].")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty.")
-    dampening: float = Field(0.0, ge=0, le=1, description="Dampening for momentum, in [0, 1].")
-    nesterov: bool = Field(False, description="Use Nesterov momentum (needs momentum > 0 and dampening 0).")
-
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> SGDParams:
-        # torch.optim.SGD refuses this only when the optimizer is built, after the data.
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("nesterov = true needs momentum > 0 and dampening = 0")
-        return self
-
-
-class AdamParams(Params):
-    lr: float = Field(0.001, gt=0, description="Learning rate.")
-    betas: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
-        [0.9, 0.999], min_length=2, max_length=2, description="Coefficients for running averages, each in [0, 1)."
-    )
-    eps: float = Field(1e-8, gt=0, description="Term added to the denominator.")
-    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
-
-
-class AdamWParams(AdamParams):
-    weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay.")
-
-
-# Scheduler lengths count the scheduler's own steps: epochs, or optimizer steps with
-# `interval = "step"`. Defaults come from the run (`BuildContext.schedule_length`).
-
-
-class StepLRParams(Params):
-    step_size: int = Field(ge=1, description="Scheduler steps between learning-rate decays.")
-    gamma: float = Field(0.1, gt=0, le=1, description="Multiplicative decay factor.")
-
-
-class MultiStepParams(Params):
-    milestones: list[int] = Field(min_length=1, description="Scheduler steps at which the lr is multiplied by gamma.")
-    gamma: float = Field(0.1, gt=0, le=1, description="Multiplicative decay factor.")
-
-
-class CosineParams(Params):
-    t_max: int | None = Field(None, ge=1, description="Scheduler steps of the cosine; default: the whole run after warm-up.")
-    eta_min: float = Field(0.0, ge=0, description="Minimum learning rate.")
-
-
-class LinearDecayParams(Params):
-    end_factor: float = Field(0.0, ge=0, le=1, description="The lr ends at lr × this.")
-    total_iters: int | None = Field(None, ge=1, description="Scheduler steps of the decay; default: the whole run after warm-up.")
-
-
-class OneCycleParams(Params):
-    max_lr: float = Field(gt=0, description="Peak learning rate.")
-    pct_start: float = Field(0.3, gt=0, lt=1, description="Fraction of the cycle spent increasing the lr.")
-    div_factor: float = Field(25.0, gt=0, description="Initial lr = max_lr / div_factor.")
-    final_div_factor: float = Field(1e4, gt=0, description="Final lr = initial lr / final_div_factor.")
-    anneal_strategy: Literal["cos", "linear"] = Field("cos", description="How the lr anneals.")
-
-
-class PlateauParams(Params):
-    monitor: str = Field("val_loss", min_length=1, description="The metrics.jsonl key to watch.")
-    mode: Literal["auto", "min", "max"] = Field("auto", description='"auto": min for keys ending in "loss".')
-    factor: float = Field(0.1, gt=0, lt=1, description="lr × factor when the metric plateaus.")
-    patience: int = Field(10, ge=0, description="Epochs without improvement before reducing.")
-    threshold: float = Field(1e-4, ge=0, description="Least relative change that counts as improvement.")
-    cooldown: int = Field(0, ge=0, description="Epochs to wait after a reduction.")
-    min_lr: float = Field(0.0, ge=0, description="Lower bound on the lr.")
-
-
-class ConstantParams(Params):
-    factor: float = Field(1.0, gt=0, le=1, description="lr × factor for the first total_iters steps, then lr.")
-    total_iters: int = Field(0, ge=0, description="Scheduler steps at lr × factor (0: constant lr, e.g. warm-up only).")
-
-
-# ---------------------------------------------------------------- losses and metrics
-
-
-class CrossEntropyParams(Params):
-    label_smoothing: float = Field(0.0, ge=0, le=1, description="Label smoothing in [0, 1].")
-
-
-class MSEParams(Params):
-    """Mean squared error takes no parameters."""
+# ---------------------------------------------------------------- metrics
 
 
 class AccuracyParams(Params):
