@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from pipeforge.registry import Params
+from pipeforge.registry import METRIC_KEY, Params
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -373,7 +373,7 @@ class PolynomialParams(CatalogParams):
 
 
 class PlateauParams(CatalogParams):
-    monitor: str = Field("val_loss", min_length=1, description="The metrics.jsonl key to watch.")
+    monitor: str = Field("val_loss", min_length=1, json_schema_extra=METRIC_KEY, description="The metrics.jsonl key to watch.")
     mode: Literal["auto", "min", "max"] = Field("auto", description='"auto": min for keys ending in "loss".')
     factor: float = Field(0.1, gt=0, lt=1, description="lr × factor when the metric plateaus.")
     patience: int = Field(10, ge=0, description="Epochs without improvement before reducing.")
