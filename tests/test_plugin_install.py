@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
 PLUGINS = sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
 PLUGIN_ENTRY = re.compile(r"pipeforge_[a-z]")  # pipeforge_<x> packages, dist-infos, .pth files
 # The kinds each plugin registers; a workload plugin registers a model and a dataset.
-KINDS = {"pipeforge-mlflow": {"callback"}, "pipeforge-torchmetrics": {"metric"}}
+KINDS = {"pipeforge-mlflow": {"callback"}, "pipeforge-torchmetrics": {"metric"}, "pipeforge-timm": {"model"}}
 
 
 @pytest.fixture(scope="module")
