@@ -74,9 +74,14 @@ def test_no_blocking_collective_or_item_between_steps(tmp_path):
         seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
         calls, marks = seen["calls"], seen["marks"]
         assert len(marks) == 2 * STEPS_PER_EPOCH
+        exchanges = 0
         for (epoch, before, items_before), (next_epoch, after, items_after) in zip(marks, marks[1:]):
             if epoch != next_epoch:
                 continue  # an epoch's end lies between: evaluation and the epoch's loss are blocking
             between = calls[before:after]
-            assert between == [[True, "cpu"]], f"rank {rank}, epoch {epoch}: {between}"
+            # At most one all-reduce between two steps: the stop/checkpoint questions, in the
+            # background on the CPU (one every few steps when steps are short).
+            assert between in ([], [[True, "cpu"]]), f"rank {rank}, epoch {epoch}: {between}"
+            exchanges += len(between)
             assert items_after == items_before, f"rank {rank}: .item() between steps of epoch {epoch}"
+        assert exchanges >= 1  # the questions are asked within epochs, not only at their ends

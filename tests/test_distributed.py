@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import RECIPES, cli_env, run_pipeforge
+from conftest import RECIPES, cli_env, run_in_process, run_pipeforge
 from plugin_dists import make_dist, pip_install
 
 pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
@@ -34,6 +34,9 @@ def register_components():
 
 @hookimpl
 def on_batch_end(state):
+    if os.environ.get("STEP_SLEEP"):  # every rank: slow the run so a time limit lands mid-run
+        import time
+        time.sleep(float(os.environ["STEP_SLEEP"]))
     if os.environ.get("PROBE_RANK", RANK) != RANK:
         return
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
@@ -151,9 +154,26 @@ def test_two_nodes_form_one_job_and_its_run_resumes_on_one(tmp_path):
     assert sum(stdout.count("run dir:") for stdout, _ in outputs) == 1  # rank 0 alone speaks
     assert [r["epoch"] for r in rows(run_dir)] == [1, 2]
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
-    longer = run_pipeforge("run", "--resume", run_dir, "--quiet", "--set", "trainer.epochs=3", timeout=300)
+    longer = run_in_process("run", "--resume", run_dir, "--quiet", "--set", "trainer.epochs=3")  # one process: this one
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert [r["epoch"] for r in rows(run_dir)] == [1, 2, 3]
+
+
+def test_max_time_stops_every_rank_at_one_step_with_a_checkpoint(probe_site, tmp_path):
+    """Rank 0's clock decides; the ranks learn it through the background exchange of stop
+    questions and all stop at the same step: a checkpoint, exit 3, and the run resumes."""
+    run_dir = tmp_path / "run"
+    # 20 ms a step, 13 steps an epoch: 30 epochs would take 8 s; the limit is 2 s.
+    stopped = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--run-dir", run_dir, "--set", "trainer.epochs=30",
+                            "--set", "trainer.max_time=2", env=env(probe_site, STEP_SLEEP="0.02"), timeout=300)
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert "trainer.max_time (2 s) reached" in stopped.stderr and "pipeforge run --resume" in stopped.stderr
+    assert list((run_dir / "checkpoints").glob("step-*.pt"))
+    assert not (run_dir / "model.pt").exists()
+    resumed = run_pipeforge("run", "--resume", run_dir, "--nproc-per-node", 2, "--set", 'trainer.max_time="1h"',
+                            env=env(probe_site), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["epoch"] for r in rows(run_dir)] == list(range(1, 31))
 
 
 def test_a_failing_rank_ends_the_job_quickly(probe_site, tmp_path):
@@ -167,8 +187,8 @@ def test_a_failing_rank_ends_the_job_quickly(probe_site, tmp_path):
 
 
 def test_strategy_none_refuses_a_multi_process_launch(tmp_path):
-    result = run_pipeforge("run", RECIPE, "--nproc-per-node", 2, "--run-dir", tmp_path / "run",
-                           "--set", 'trainer.strategy="none"', timeout=300)
+    result = run_in_process("run", RECIPE, "--nproc-per-node", 2, "--run-dir", tmp_path / "run",
+                            "--set", 'trainer.strategy="none"')  # refused before anything is launched
     assert result.returncode != 0
     assert 'trainer.strategy is "none"' in result.stderr
     assert result.stderr.count('trainer.strategy is "none"') == 1  # said once, by rank 0
@@ -180,7 +200,7 @@ def test_a_data_parallel_checkpoint_resumes_on_one_process(probe_site, tmp_path)
                            "--set", "trainer.checkpoint_every_steps=4",
                            env=env(probe_site, KILL_AT_STEP="30", PROBE_RANK="0"), timeout=300)
     assert killed.returncode != 0
-    resumed = run_pipeforge("run", "--resume", run_dir, env=env(probe_site), timeout=300)
+    resumed = run_in_process("run", "--resume", run_dir)  # one process: this one
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     history = rows(run_dir)
     assert [r["epoch"] for r in history] == list(range(1, 11))

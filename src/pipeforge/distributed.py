@@ -11,6 +11,7 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -116,47 +117,74 @@ class Flags:
     rank 0's clock says a checkpoint is due) and all must act on alike: the answer is whether
     any rank said yes.
 
-    `exchange` starts an all-reduce of this step's answers in the background, on the CPU, and
-    returns the answers started one call earlier: one step late, so training never waits for
-    the other ranks or for the device (a blocking all-reduce and `.item()` after every step
-    would). Every rank calls it at the same steps, so every rank acts at the same step. `now`
-    asks and waits, for points reached once an epoch. On one process both return the answers.
+    `exchange` is called after every step. Every `interval` calls it starts an all-reduce of the
+    answers in the background, on the CPU, and returns the answers of the exchange before: so
+    training never waits for the other ranks or for the device (a blocking all-reduce and an
+    `.item()` after every step would), and on small models the exchange costs nothing per step.
+    The interval travels with the answers: rank 0 picks it so that exchanges are about
+    `EVERY_S` apart, and every rank reads the same value, so all act at the same step. Between
+    exchanges it answers no. `now` asks and waits (after `drain`), for points reached once an
+    epoch. On one process both return the answers as given.
     """
+
+    EVERY_S = 0.05
+    MAX_INTERVAL = 1024
 
     def __init__(self, dist: Dist, count: int) -> None:
         self.dist = dist
         self.count = count
         self.pending: tuple[Any, Any] | None = None
+        self.interval = self.countdown = 1
+        self.last = time.monotonic()
 
     def exchange(self, answers: list[bool]) -> list[bool]:
+        if not self.dist.enabled:
+            return answers
+        self.countdown -= 1
+        if self.countdown > 0:
+            return [False] * self.count
+        import torch
+        import torch.distributed as dist
+
+        suggested = 0.0
+        if self.dist.is_main:  # steps per EVERY_S, from how long the last `interval` steps took
+            now = time.monotonic()
+            per_step = (now - self.last) / self.interval
+            self.last = now
+            suggested = float(min(self.MAX_INTERVAL, max(1, int(self.EVERY_S / per_step)) if per_step > 0 else 1))
+        tensor = torch.tensor([float(a) for a in answers] + [suggested])
+        handle = dist.all_reduce(tensor, group=_CONTROL.get("group"), async_op=True)
+        previous, self.pending = self.pending, (handle, tensor)
+        agreed = self._result(previous)
+        self.countdown = self.interval
+        return agreed
+
+    def drain(self) -> list[bool]:
+        """The answers of the last `exchange` not yet returned (all no if none)."""
+        previous, self.pending = self.pending, None
+        agreed = self._result(previous)
+        self.countdown, self.last = self.interval, time.monotonic()
+        return agreed
+
+    def now(self, answers: list[bool]) -> list[bool]:
+        """All-reduce `answers` and wait for the result."""
         if not self.dist.enabled:
             return answers
         import torch
         import torch.distributed as dist
 
         tensor = torch.tensor([float(a) for a in answers])
-        handle = dist.all_reduce(tensor, group=_CONTROL.get("group"), async_op=True)
-        previous, self.pending = self.pending, (handle, tensor)
-        return self._result(previous)
-
-    def drain(self) -> list[bool]:
-        """The answers of the last `exchange` not yet returned (all no if none)."""
-        previous, self.pending = self.pending, None
-        return self._result(previous)
-
-    def now(self, answers: list[bool]) -> list[bool]:
-        """Exchange `answers` and wait for the result (after `drain`)."""
-        if not self.dist.enabled:
-            return answers
-        self.exchange(answers)
-        return self.drain()
+        dist.all_reduce(tensor, group=_CONTROL.get("group"))
+        return [value > 0 for value in tensor.tolist()]
 
     def _result(self, pending: tuple[Any, Any] | None) -> list[bool]:
         if pending is None:
             return [False] * self.count
         handle, tensor = pending
-        handle.wait()  # started a step ago: done by now, in all but a slow rank's case
-        return [value > 0 for value in tensor.tolist()]  # a CPU tensor: no device sync
+        handle.wait()  # started `interval` steps ago: done by now, in all but a slow rank's case
+        *answers, interval = tensor.tolist()  # a CPU tensor: no device sync
+        self.interval = max(1, int(interval))  # rank 0's suggestion, the same on every rank
+        return [value > 0 for value in answers]
 
 
 @dataclass(frozen=True)
