@@ -36,13 +36,13 @@ KINDS: tuple[str, ...] = (
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# For a plain pydantic model (a `Params` subclass is already strict and finite): a float that
-# is neither inf nor nan, and an integer that TOML (64-bit) and torch can hold.
 # Marks a param that names a metrics.jsonl key (e.g. a callback's `monitor`):
 # `monitor: str = Field("val_loss", json_schema_extra=METRIC_KEY)`. `validate` then checks the
 # key against what the run will write, as it does `trainer.best_metric`.
 METRIC_KEY: dict[str, Any] = {"metric_key": True}
 
+# For a plain pydantic model (a `Params` subclass is already strict and finite): a float that
+# is neither inf nor nan, and an integer that TOML (64-bit) and torch can hold.
 FiniteFloat = Annotated[float, AllowInfNan(False)]
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 
