@@ -81,3 +81,14 @@ def test_fast_path_gives_the_generic_paths_metrics(tmp_path):
         for key in a:
             assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (key, a[key], b[key])
     assert fast[-1]["train_loss"] < fast[0]["train_loss"]
+
+
+def test_auto_threads_follows_the_measured_policy():
+    from pipeforge.setup import auto_threads
+
+    assert auto_threads(2, 0.0, None) == 1  # 2 CPUs: one thread (benchmarks/threads.py)
+    assert auto_threads(1, 0.0, None) == 1
+    assert auto_threads(16, 1.0, None) == 8  # idle, many CPUs: one per CPU, at most 8
+    assert auto_threads(4, 0.5, None) == 4
+    assert auto_threads(4, 2.0, None) == 1  # half the CPUs busy elsewhere
+    assert auto_threads(16, 0.0, "3") is None  # an explicit OMP_NUM_THREADS is kept

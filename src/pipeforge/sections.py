@@ -121,8 +121,9 @@ class TrainerSection(Section):
         "cuDNN deterministic and not benchmarking, CUBLAS_WORKSPACE_CONFIG): repeatable on a GPU, often slower.",
     )
     threads: int | Literal["auto"] = Field(
-        "auto", description='torch CPU threads of the training process. "auto": 1 when another process '
-        "keeps the CPUs busy (the load average), else one per CPU (at most 8).",
+        "auto", description='torch CPU threads of the training process. "auto": keeps OMP_NUM_THREADS if set; '
+        "else 1 on 2 CPUs or fewer or when other processes keep the CPUs busy (the load average), else "
+        "one per CPU (at most 8).",
     )
     channels_last: bool = Field(False, description="Use channels-last memory format for 4-d inputs.")
     compile: bool = Field(

@@ -33,16 +33,29 @@ def deterministic_algorithms(wanted: bool) -> Iterator[None]:
 
 
 def set_threads(threads: int | str) -> None:
-    """torch's CPU threads for this process. "auto" keeps an explicit OMP_NUM_THREADS; else one
-    thread when other processes already keep the CPUs busy (more threads then make small
-    models many times slower: they wait for each other), one per CPU (at most 8) when idle."""
+    """torch's CPU threads for this process: `threads`, or for "auto" what `auto_threads` says."""
     if threads == "auto":
-        if os.environ.get("OMP_NUM_THREADS"):
-            return
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * cpus
-        threads = 1 if busy else min(cpus, 8)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        threads = auto_threads(cpus, load, os.environ.get("OMP_NUM_THREADS"))
+        if threads is None:
+            return
     torch.set_num_threads(int(threads))
+
+
+def auto_threads(cpus: int, load: float, omp_num_threads: str | None) -> int | None:
+    """The thread count "auto" picks (None: leave torch's own, set by OMP_NUM_THREADS).
+
+    Measured (benchmarks/threads.py, RESULTS-threads.md): on 2 CPUs, 2 threads trained 1.7×
+    (ResNet-18) to 38× (a small MLP) slower than 1, with or without other load; with other
+    processes busy, more threads make small models many times slower as they wait for each
+    other. So: 1 thread on 2 CPUs or fewer, or when the load average says the CPUs are half
+    busy; else one per CPU, at most 8."""
+    if omp_num_threads:
+        return None
+    if cpus <= 2 or load >= 0.5 * cpus:
+        return 1
+    return min(cpus, 8)
 
 
 def seed_everything(seed: int) -> None:
