@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import tomli_w
 
@@ -32,6 +32,25 @@ def default_path(run_name: str, root: Path = Path("runs")) -> Path:
 
 
 LOCK = ".lock"
+
+
+def lock_dir(path: Path, busy: str) -> IO[str]:
+    """Take `path`'s lock for this process: an exclusive flock on `path/.lock`, which then holds
+    our pid; released when the returned file is closed (or the process dies). Raises
+    `UsageError(busy)` — `{path}` and `{pid}` (the holder's) filled in — if another holds it."""
+    handle = open(path / LOCK, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise UsageError(busy.format(path=path, pid=owner)) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 # What claiming and setting up a run writes; a failed run made of nothing else is removed.
 SETUP_FILES = frozenset({LOCK, "recipe.toml", "env.json", "skipped_files.txt"})
 
@@ -110,20 +129,8 @@ class RunDir:
             self.release()
 
     def _acquire(self) -> None:
-        handle = open(self.path / LOCK, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
-            raise UsageError(f"run dir {self.path} is in use by another pipeforge process (pid {owner}); "
-                             "nothing was changed") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock = handle
+        self._lock = lock_dir(self.path, "run dir {path} is in use by another pipeforge process (pid {pid}); "
+                                         "nothing was changed")
 
     def release(self) -> None:
         """Let another process take the run dir (e.g. `--resume`)."""

@@ -36,11 +36,11 @@ from pipeforge.errors import Problem, RecipeError, UsageError, shorten
 from pipeforge.recipe import Recipe, check_metric_key, validate_recipe, validate_table
 from pipeforge.recipe_file import parse_override, set_key
 from pipeforge.registry import Registry
+from pipeforge.rundir import lock_dir
 from pipeforge.sweep_table import SweepSection
 
 SWEEP_RECIPE = "sweep.toml"
 SWEEP_LOG = "sweep.jsonl"
-LOCK = ".lock"
 # A trial ends in one of these; the others (started, interrupted, crashed) are resumed.
 DONE = ("finished", "pruned", "failed")
 PRUNED_REASON = "pruned by Optuna"
@@ -350,20 +350,8 @@ class SweepDir:
         return sweep
 
     def _acquire(self) -> None:
-        handle = open(self.path / LOCK, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
-            raise UsageError(f"the sweep dir {self.path} is in use by another pipeforge sweep (pid {owner}); "
-                             "processes sharing an Optuna study each need their own --sweep-dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock = handle
+        self._lock = lock_dir(self.path, "the sweep dir {path} is in use by another pipeforge sweep (pid {pid}); "
+                                         "processes sharing an Optuna study each need their own --sweep-dir")
 
     def release(self) -> None:
         if self._lock is not None:
