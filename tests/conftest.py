@@ -39,6 +39,45 @@ def run_pipeforge(*args: object, cwd: Path | None = None, timeout: float = 600, 
     )
 
 
+def run_in_process(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`pipeforge ARGS` run by `pipeforge.cli.main` in this process: the parser, commands,
+    messages and exit codes of the console script, without a new interpreter that imports torch
+    (and torch._dynamo, at the first optimizer step) again, the most of a short run's time.
+
+    For set-up runs and for the steps where the process boundary is not what a test checks;
+    a test of the command as a user calls it, of its signals or of its imports runs it with
+    `run_pipeforge`. The pipeforge logger, torch's thread count and the working directory are
+    restored after the command."""
+    import contextlib
+    import io
+    import logging
+
+    from pipeforge.cli import main
+
+    logger = logging.getLogger("pipeforge")
+    saved_logger = (list(logger.handlers), logger.level, logger.propagate)
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
+    before = os.getcwd()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main([str(arg) for arg in args])
+            except SystemExit as exc:  # argparse's --help and usage errors
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.chdir(before)
+        logger.handlers, logger.propagate = saved_logger[0], saved_logger[2]
+        logger.setLevel(saved_logger[1])
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(threads or 1)
+    return subprocess.CompletedProcess(["pipeforge", *map(str, args)], code, stdout.getvalue(), stderr.getvalue())
+
+
 @pytest.fixture
 def pipeforge(tmp_path: Path):
     """`pipeforge(*args)` runs the CLI in a temporary working directory."""
