@@ -109,7 +109,7 @@ def test_installed_plugin_is_listed_and_used_by_a_recipe(sites, tmp_path):
 def test_without_the_plugin_the_recipe_is_refused(tmp_path):
     result = run_pipeforge("validate", recipe(tmp_path, "acme.tiny"))
     assert result.returncode == 2
-    assert "model.name: no model named 'acme.tiny' is registered" in result.stderr
+    assert "model.name (line 11): no model named 'acme.tiny' is registered" in result.stderr
 
 
 def test_broken_plugin_is_isolated(sites, tmp_path):
