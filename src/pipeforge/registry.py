@@ -131,6 +131,9 @@ class Component:
     - `read_inputs` (datasets only, optional): a callable `read_inputs(params, inputs, context)`
       or a "module:function" reference, used by `pipeforge predict` to turn its INPUT
       arguments into one batch for the model; see `hookspecs.py` for the contract.
+    - `unchecked` (optional): why `pipeforge check-plugin` cannot build this component on its
+      own small data (e.g. it needs a model of a special kind, or exists only to refuse a use
+      with a clear reason); the check reports that reason as a note instead of building it.
     """
 
     kind: str
@@ -139,6 +142,7 @@ class Component:
     build: Builder | str
     description: str = ""
     read_inputs: Builder | str | None = None
+    unchecked: str | None = None
 
     def builder(self) -> Builder:
         """Resolve `build` to a callable, importing its module if it was given lazily."""

@@ -32,9 +32,11 @@ COMPONENTS = [
     Component("optimizer", "adafactor", o.AdafactorParams, f"{_B}.optim:build_adafactor", "Factored second moments: little optimizer memory (torch.optim.Adafactor)."),
     Component("optimizer", "asgd", o.ASGDParams, f"{_B}.optim:build_asgd", "Averaged stochastic gradient descent (torch.optim.ASGD)."),
     Component("optimizer", "rprop", o.RpropParams, f"{_B}.optim:build_rprop", "Resilient backpropagation: steps from gradient signs, for full batches (torch.optim.Rprop)."),
-    Component("optimizer", "sparse_adam", o.SparseAdamParams, f"{_B}.optim:build_sparse_adam", "Adam for models whose parameters all have sparse gradients (torch.optim.SparseAdam)."),
+    Component("optimizer", "sparse_adam", o.SparseAdamParams, f"{_B}.optim:build_sparse_adam", "Adam for models whose parameters all have sparse gradients (torch.optim.SparseAdam).",
+              unchecked="it needs a model whose trainable parameters are all sparse embeddings (tested in tests/test_catalog.py)"),
     Component("optimizer", "muon", o.MuonParams, f"{_B}.optim:build_muon", "Muon for the 2-D weights, AdamW for the rest (torch.optim.Muon and AdamW)."),
-    Component("optimizer", "lbfgs", o.LBFGSParams, f"{_B}.optim:build_lbfgs", "L-BFGS (torch.optim.LBFGS): refused, each of its steps needs a loss closure."),
+    Component("optimizer", "lbfgs", o.LBFGSParams, f"{_B}.optim:build_lbfgs", "L-BFGS (torch.optim.LBFGS): refused, each of its steps needs a loss closure.",
+              unchecked="registered only to refuse it with the reason at validate time"),
     # torch.optim.lr_scheduler by name; the engine adds warm-up and the step/epoch interval.
     Component("scheduler", "step_lr", o.StepLRParams, f"{_B}.optim:build_step_lr", "Decay the learning rate by gamma every step_size scheduler steps (StepLR)."),
     Component("scheduler", "multistep", o.MultiStepParams, f"{_B}.optim:build_multistep", "Decay the learning rate by gamma at each milestone (MultiStepLR)."),
