@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from importlib import metadata
 from pathlib import Path
@@ -58,11 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="change one workload size, e.g. --size w4_train=8192 (fields: "
                         + ", ".join(f.name for f in fields(Sizes)) + ")")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a child is killed")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N children of a round at once (default 1). Children running together "
+                        "slow each other down: only for a smoke test of the suite, e.g. with --quick")
     parser.add_argument("--cuda", action="store_true",
                         help="let the children see the GPU: references and pipeforge train on CUDA "
                         "(pipeforge keeps W1-W3's in-memory data on the device); default: CPU only")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 5)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: expected 1 or more")
     wanted = [w.strip().upper() for w in args.only.split(",")] if args.only else list(WORKLOADS)
     unknown = [w for w in wanted if w not in WORKLOADS]
     if unknown:
@@ -126,15 +132,19 @@ def last_accuracy(metrics: Path) -> float | None:
 
 
 def run_rounds(jobs: list[tuple[Contender, str]], rounds: int, workdir: Path, env: dict[str, str],
-               timeout: float) -> tuple[list[dict[str, Any]], list[str]]:
+               timeout: float, at_once: int = 1) -> tuple[list[dict[str, Any]], list[str]]:
     """Every job once per round; each round starts one job further along, so no contender
-    always runs first (or right after the same neighbour)."""
+    always runs first (or right after the same neighbour). `at_once` > 1 (`--jobs`) runs that
+    many children of a round together, for smoke tests: their numbers then mean nothing."""
     samples: list[dict[str, Any]] = []
     failures: list[str] = []
+    pool = ThreadPoolExecutor(max_workers=at_once) if at_once > 1 else None
     for r in range(rounds):
         shift = r % len(jobs)
-        for contender, mode in jobs[shift:] + jobs[:shift]:
-            sample, child = measure(contender, mode, workdir, env, timeout)
+        order = jobs[shift:] + jobs[:shift]
+        run = lambda job: measure(job[0], job[1], workdir, env, timeout)  # noqa: E731
+        measured = pool.map(run, order) if pool else map(run, order)  # in order, as each is done
+        for (contender, mode), (sample, child) in zip(order, measured):
             sample["round"] = r + 1
             what = f"[round {r + 1}/{rounds}] {contender.key} ({mode})"
             if not child.ok or "train_s" not in sample and mode != "cli":
@@ -145,6 +155,8 @@ def run_rounds(jobs: list[tuple[Contender, str]], rounds: int, workdir: Path, en
             train = f"train {sample['train_s']:.3f} s, " if "train_s" in sample else ""
             procs = f", {child.processes} processes" if child.processes > 1 else ""
             log(f"{what}: {train}wall {child.wall_s:.2f} s, peak RSS {child.maxrss_mb:.0f} MiB{procs}")
+    if pool:
+        pool.shutdown()
     return samples, failures
 
 
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in (["reference"] if c.is_reference else
                              ["driver"] + (["cli"] if c.whole_process and not args.train_only else []))]
         log(f"{len(jobs)} children per round, {args.rounds} round(s), {args.threads} thread(s); load {load_before[0]:.2f}")
-        samples, failures = run_rounds(jobs, args.rounds, workdir, env, args.timeout)
+        samples, failures = run_rounds(jobs, args.rounds, workdir, env, args.timeout, args.jobs)
         overhead = None
         if not args.no_overhead:
             # On the CPU even with --cuda: its hand loop and pipeforge must share a device.

@@ -26,7 +26,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from conftest import RECIPES, cli_env, run_pipeforge
+from conftest import RECIPES, cli_env, run_in_process, run_pipeforge
 from datagen import write_cifar10, write_fashion_mnist, write_idx_labels, write_image_folder
 from pipeforge import BuildContext, DataError
 
@@ -298,7 +298,7 @@ def test_fashion_legacy_cache_is_still_read(fashion):
 def test_fashion_bad_label_is_exit_2_before_training(fashion, tmp_path):
     write_idx_labels(fashion / "train-labels-idx1-ubyte", [10] + [0] * 59)
 
-    result = run_pipeforge(
+    result = run_in_process(
         "run", FASHION, "--run-dir", tmp_path / "run", "--set", f"dataset.root={fashion.parents[1]}",
         "--set", "dataset.download=false", "--set", "trainer.epochs=1", cwd=tmp_path,
     )
@@ -364,7 +364,7 @@ def test_cifar_fractional_label_is_exit_2_naming_the_batch(tmp_path):
     folder = write_cifar10(tmp_path / "data", n_train=50, n_test=20)
     cifar_batch(folder / "data_batch_2", [0, 0.5, 3])
 
-    result = run_pipeforge(
+    result = run_in_process(
         "run", CIFAR, "--run-dir", tmp_path / "run", "--set", f"dataset.root={tmp_path / 'data'}",
         "--set", "dataset.download=false", "--set", "dataset.check_integrity=false",
         "--set", "trainer.epochs=1", cwd=tmp_path,

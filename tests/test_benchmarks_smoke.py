@@ -20,6 +20,12 @@ from conftest import ROOT, cli_env
 pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
 
 WORKLOADS = ("W1", "W2", "W3", "W4")
+# --quick, smaller still: every contender, table and the overhead child run as in any --quick
+# run, on the least data that trains each workload (one W4 batch instead of two bf16 ResNet-18
+# batches of 128, which were most of this test's time; the sizes are only ever reported), two
+# children at a time (each is mostly an interpreter importing torch; CI has two cores).
+SMOKE = ("--size", "w3_train=128", "--size", "w3_test=64", "--size", "w4_train=32", "--size", "w4_test=16",
+         "--jobs", "2")
 
 
 def test_quick_run_trains_every_contender_and_prints_the_tables(tmp_path):
@@ -27,7 +33,7 @@ def test_quick_run_trains_every_contender_and_prints_the_tables(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     result = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--tmp", str(work), "--write-results", str(results)],
+        [sys.executable, "benchmarks/run.py", "--quick", *SMOKE, "--tmp", str(work), "--write-results", str(results)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=cli_env(), stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-4000:]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from conftest import run_pipeforge
+from conftest import run_in_process
 from pipeforge import checkpoint
 from pipeforge.checkpoint import EpochProgress
 from pipeforge.context import Datasets, RunState
@@ -79,7 +79,7 @@ def test_a_checkpoint_written_by_format_1_resumes_to_the_same_weights(tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(FORMAT1_RUN / "checkpoints", run_dir / "checkpoints")
     shutil.copy(FORMAT1_RUN / "recipe.toml", run_dir / "recipe.toml")
-    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet")
+    resumed = run_in_process("run", "--resume", run_dir, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     mine = torch.load(run_dir / "model.pt", weights_only=True)
     expected = torch.load(FORMAT1_RUN / "expected-model.pt", weights_only=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import RECIPES, ROOT, cli_env, run_pipeforge
+from conftest import RECIPES, ROOT, cli_env, run_in_process, run_pipeforge
 
 QUICKSTART = RECIPES / "quickstart.toml"
 
@@ -53,7 +53,8 @@ def test_resolved_recipe_reruns_identically(quick_run, tmp_path):
     _, run_dir = quick_run
     resolved = tomllib.loads((run_dir / "recipe.toml").read_text())
     assert resolved["optimizer"]["momentum"] == 0.9 and resolved["trainer"]["epochs"] == 5
-    again = run_pipeforge("run", run_dir / "recipe.toml", "--run-dir", tmp_path / "again", "--quiet")
+    # In this process (the same CLI code, no second torch start-up): the same numbers, too.
+    again = run_in_process("run", run_dir / "recipe.toml", "--run-dir", tmp_path / "again", "--quiet")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again" / "metrics.jsonl").read_text() == (run_dir / "metrics.jsonl").read_text()
 
@@ -189,13 +190,13 @@ def test_keyboard_interrupt_exits_130(tmp_path):
 def test_failed_run_leaves_no_half_made_run_dir(tmp_path, pipeforge):
     # in_features does not match the data: the first step fails with a shape error.
     args = ["run", QUICKSTART, "--set", "model.in_features=5"]
-    created = pipeforge(*args, "--run-dir", tmp_path / "new")
+    created = run_in_process(*args, "--run-dir", tmp_path / "new", cwd=tmp_path)
     assert created.returncode == 1
     assert "RuntimeError" in created.stderr and "--debug" in created.stderr and "Traceback" not in created.stderr
     assert not (tmp_path / "new").exists()
     mine = tmp_path / "mine"
     mine.mkdir()
-    again = pipeforge(*args, "--run-dir", mine)
+    again = run_in_process(*args, "--run-dir", mine, cwd=tmp_path)
     assert again.returncode == 1 and mine.is_dir() and not any(mine.iterdir())
-    traced = pipeforge("--debug", *args, "--run-dir", tmp_path / "debug")
+    traced = pipeforge("--debug", *args, "--run-dir", tmp_path / "debug")  # a process: the traceback on its stderr
     assert traced.returncode == 1 and "Traceback" in traced.stderr

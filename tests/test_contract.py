@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pipeforge
-from conftest import run_pipeforge
+from conftest import run_in_process, run_pipeforge
 from pipeforge import Callback, Component, Metric, NoParams, PluginError, RecipeError
 from pipeforge.builtin.metrics import Accuracy
 from pipeforge.checkpoint import latest_valid
@@ -177,8 +177,8 @@ def test_early_stopping_counters_survive_kill_and_resume(tmp_path, killer_env):
         '[trainer]\nepochs = 30\nbatch_size = 16\n'
         '[[callbacks]]\nname = "early_stopping"\nmonitor = "val_accuracy"\npatience = 2\n'
     )
-    reference = tmp_path / "reference"
-    done = run_pipeforge("run", recipe, "--run-dir", reference, "--quiet", cwd=tmp_path)
+    reference = tmp_path / "reference"  # trained in this process; the killed run is a process
+    done = run_in_process("run", recipe, "--run-dir", reference, "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
     # The first epoch after which the patience counter is 1: kill right after it.
@@ -196,7 +196,7 @@ def test_early_stopping_counters_survive_kill_and_resume(tmp_path, killer_env):
     killed = run_pipeforge("run", recipe, "--run-dir", run_dir, "--quiet", cwd=tmp_path,
                            env={**killer_env, "KILL_AFTER_EPOCH": str(kill_after)})
     assert killed.returncode == -signal.SIGKILL and not (run_dir / "model.pt").exists()
-    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
+    resumed = run_in_process("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert (run_dir / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
     mine = torch.load(run_dir / "model.pt", weights_only=True)

@@ -12,9 +12,10 @@ moments must checkpoint, exit 143 and resume alike.
 
 CI runs a reduced sweep (3 SIGKILLs, 1 group SIGTERM). The full one runs with
 `PIPEFORGE_FULL_HARDENING=1` (24 SIGKILLs: >= 5 in checkpoint writes, >= 5 during resumes; 4 group
-SIGTERMs). Every kill point comes from `SEED` (`PIPEFORGE_SWEEP_SEED` explores others), so a
-failure names the chain and kill that reproduce it. What landed where is printed at the end of
-the session and with `pytest -rA`.
+SIGTERMs). The resume that is left to finish a chain runs the same CLI in the test's own process
+(`run_in_process`), sparing a torch start-up. Every kill point comes from `SEED`
+(`PIPEFORGE_SWEEP_SEED` explores others), so a failure names the chain and kill that reproduce
+it. What landed where is printed at the end of the session and with `pytest -rA`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import HARDENING_REPORT, RECIPES, cli_env, group_gone, run_pipeforge
+from conftest import HARDENING_REPORT, RECIPES, cli_env, group_gone, run_in_process, run_pipeforge
 from datagen import write_image_folder
 from pipeforge import checkpoint
 
@@ -555,11 +556,10 @@ def run_chain(chain: list[Kill], cal: Calibration, env: dict[str, str], root: Pa
             newest = check_after_stop(run_dir, had_metrics, figures)
     else:
         command, resuming = continue_run(run_dir, new)
-        process = Process.start(command, {**env, "SWEEP_TRACE": str(trace)}, logs, trace)
-        code, stderr = process.wait()
-        assert code == 0, f"the resume after the last kill exits {code}:\n{stderr[-3000:]}"
+        done = run_in_process(*command)  # left to finish: in this process, without a torch start-up
+        assert done.returncode == 0, f"the resume after the last kill exits {done.returncode}:\n{done.stderr[-3000:]}"
         if resuming:
-            check_resumed_from(stderr, newest)
+            check_resumed_from(done.stderr, newest)
     figures.runs += 1
     difference = compare(run_dir, cal.run_dir)
     assert difference is None, difference
@@ -595,8 +595,8 @@ def test_a_kill_right_after_the_run_dir_is_claimed_leaves_a_run_dir_that_can_be_
     killed = run_pipeforge(*command, env={**sweep_env, "SWEEP_KILL": "claimed"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]
-    again = run_pipeforge(*command)
-    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet") if again.returncode else again
+    again = run_in_process(*command)  # after the kill, in this process (no second torch start-up)
+    resumed = run_in_process("run", "--resume", run_dir, "--quiet") if again.returncode else again
     assert resumed.returncode == 0, f"run again: exit {again.returncode}: {again.stderr}\n" \
                                     f"--resume: exit {resumed.returncode}: {resumed.stderr}"
     assert compare(run_dir, quickstart_reference.run_dir) is None
@@ -664,7 +664,7 @@ def sigterm_chain(chain: list[float], cal: Calibration, command: list[object], e
         stopped_at = check_after_stop(run_dir, had_metrics, figures)
         assert stopped_at > newest, "the stop wrote no checkpoint"
         newest = stopped_at
-    resumed = run_pipeforge("run", "--resume", run_dir, env=cli_env())
+    resumed = run_in_process("run", "--resume", run_dir)  # the last resume, uninterrupted: in this process
     assert resumed.returncode == 0, resumed.stderr
     check_resumed_from(resumed.stderr, newest)
     finish_sigterm_chain(run_dir, cal, figures)

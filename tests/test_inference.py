@@ -1,4 +1,8 @@
-"""`pipeforge evaluate`, `predict` and `export` on finished runs, through the installed CLI."""
+"""`pipeforge evaluate`, `predict` and `export` on finished runs, through the installed CLI.
+
+The runs they read are trained once per module, and most commands run, through the same CLI
+code, in this process (`run_in_process`): an interpreter that imports torch again for each
+command was most of this file's time. A command of each kind runs as a process too."""
 
 from __future__ import annotations
 
@@ -6,13 +10,14 @@ import importlib.util
 import json
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import RECIPES, cli_env, run_pipeforge
+from conftest import RECIPES, run_in_process, run_pipeforge
 from datagen import FASHION_MNIST_CLASSES, write_fashion_mnist, write_popularity_csv
 
 pytestmark = pytest.mark.slow  # trains through subprocesses: `-m "not slow"` leaves it out
@@ -35,7 +40,7 @@ def lines(text: str) -> list[str]:
 def popularity_run(tmp_path_factory) -> Path:
     """The popularity recipe exactly as shipped (seed 0, 10 epochs; a few seconds)."""
     run_dir = tmp_path_factory.mktemp("popularity") / "run"
-    result = run_pipeforge("run", RECIPES / "popularity_mlp.toml", "--run-dir", run_dir, "--quiet")
+    result = run_in_process("run", RECIPES / "popularity_mlp.toml", "--run-dir", run_dir, "--quiet")
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -46,7 +51,7 @@ def fashion_run(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("fashion")
     write_fashion_mnist(base / "data")
     run_dir = base / "run"
-    result = run_pipeforge(
+    result = run_in_process(
         "run", RECIPES / "fashion_mnist_mlp.toml", "--run-dir", run_dir, "--quiet",
         "--set", f"dataset.root={base / 'data'}", "--set", "dataset.download=false",
         "--set", "optimizer.lr=0.1", "--set", "trainer.epochs=3",
@@ -79,7 +84,7 @@ def test_predict_a_literal_and_csv_and_json_files(popularity_run, tmp_path):
 
 
 def test_predict_json_gives_probabilities(popularity_run):
-    result = run_pipeforge("predict", popularity_run, "[[9.5, 4.8], [1.5, 1.2]]", "--json")
+    result = run_in_process("predict", popularity_run, "[[9.5, 4.8], [1.5, 1.2]]", "--json")
     assert result.returncode == 0, result.stderr
     samples = json.loads(result.stdout)
     assert [s["class"] for s in samples] == ["Popular", "Not Popular"]
@@ -93,7 +98,7 @@ def test_predict_json_gives_probabilities(popularity_run):
 
 def test_predict_with_a_checkpoint_path(popularity_run):
     step = sorted((popularity_run / "checkpoints").glob("step-*.pt"))[-1]
-    result = run_pipeforge("predict", popularity_run, "[[9.5, 4.8]]", "--checkpoint", step)
+    result = run_in_process("predict", popularity_run, "[[9.5, 4.8]]", "--checkpoint", step)
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == ["Popular"]
 
@@ -101,7 +106,7 @@ def test_predict_with_a_checkpoint_path(popularity_run):
 def test_predict_names_a_bad_csv_line(popularity_run, tmp_path):
     bad = tmp_path / "prices.csv"
     bad.write_text("price,rating\n7.5,3.0\n8.0,lots\n")
-    result = run_pipeforge("predict", popularity_run, bad)
+    result = run_in_process("predict", popularity_run, bad)
     assert result.returncode == 2
     assert f"{bad}: line 3: rating must be a number" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -127,7 +132,7 @@ def test_predict_refuses_a_corrupt_image(fashion_run, tmp_path):
     Image.fromarray(fashion_test_image(data_root, 0), "L").save(good)
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(good.read_bytes()[:60])
-    result = run_pipeforge("predict", run_dir, good, corrupt)
+    result = run_in_process("predict", run_dir, good, corrupt)
     assert result.returncode == 2
     assert f"{corrupt}: cannot read it as an image" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -141,8 +146,8 @@ def test_predict_on_a_dataset_without_an_input_reader(tmp_path):
         'hidden = [8]\n[optimizer]\nname = "sgd"\nlr = 0.1\n'
     )
     run_dir = tmp_path / "run"
-    assert run_pipeforge("run", recipe, "--run-dir", run_dir, "--quiet").returncode == 0
-    result = run_pipeforge("predict", run_dir, "[[1, 2, 3, 4]]")
+    assert run_in_process("run", recipe, "--run-dir", run_dir, "--quiet").returncode == 0
+    result = run_in_process("predict", run_dir, "[[1, 2, 3, 4]]")
     assert result.returncode == 2
     assert "dataset 'synthetic_classification' does not support predict" in result.stderr
 
@@ -152,7 +157,7 @@ def test_predict_on_a_dataset_without_an_input_reader(tmp_path):
 
 def test_evaluate_reproduces_the_final_metrics(popularity_run):
     final = metrics_rows(popularity_run)[-1]
-    result = run_pipeforge("evaluate", popularity_run, "--json")
+    result = run_in_process("evaluate", popularity_run, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["splits"] == ["test"]
@@ -163,14 +168,14 @@ def test_evaluate_reproduces_the_final_metrics(popularity_run):
 
 def test_evaluate_best_and_last_checkpoints(popularity_run):
     rows = metrics_rows(popularity_run)
-    best = json.loads(run_pipeforge("evaluate", popularity_run, "--checkpoint", "best", "--json").stdout)
+    best = json.loads(run_in_process("evaluate", popularity_run, "--checkpoint", "best", "--json").stdout)
     # best.pt is the epoch with the lowest test loss (the recipe's default best_metric).
     best_row = min(rows, key=lambda row: row["test_loss"])
     assert best["weights"].endswith("best.pt")
     assert best["metrics"]["test_accuracy"] == best_row["test_accuracy"]
     assert best["metrics"]["test_loss"] == pytest.approx(best_row["test_loss"], rel=1e-5)
     # The newest step checkpoint is written at the end of the last epoch.
-    last = json.loads(run_pipeforge("evaluate", popularity_run, "--checkpoint", "last", "--json").stdout)
+    last = json.loads(run_in_process("evaluate", popularity_run, "--checkpoint", "last", "--json").stdout)
     assert Path(last["weights"]).name.startswith("step-")
     assert last["metrics"]["test_accuracy"] == rows[-1]["test_accuracy"]
 
@@ -180,7 +185,7 @@ def test_last_says_when_it_falls_back_to_an_older_checkpoint(popularity_run, tmp
     shutil.copytree(popularity_run, copy)
     (newest,) = [p for p in (copy / "checkpoints").glob("step-*.pt")]
     (copy / "checkpoints" / "step-99999999.pt").write_bytes(b"not a checkpoint")
-    result = run_pipeforge("evaluate", copy, "--checkpoint", "last", "--json")
+    result = run_pipeforge("evaluate", copy, "--checkpoint", "last", "--json")  # a process: its log on stderr
     assert result.returncode == 0, result.stderr
     assert Path(json.loads(result.stdout)["weights"]).name == newest.name
     assert "step-99999999.pt cannot be read" in result.stderr and newest.name in result.stderr
@@ -199,7 +204,7 @@ def test_evaluate_prints_a_table_and_never_overwrites_its_json_file(popularity_r
     assert table["test"][-1] == f"{written['metrics']['test_accuracy']:.4f}"
     assert table["train"][-1] == f"{written['metrics']['train_accuracy']:.4f}"
     before = target.read_text()
-    again = run_pipeforge("evaluate", popularity_run, "-o", target)
+    again = run_in_process("evaluate", popularity_run, "-o", target)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert target.read_text() == before
 
@@ -208,7 +213,7 @@ def test_evaluate_an_unfinished_run_points_to_checkpoints(popularity_run, tmp_pa
     unfinished = tmp_path / "run"
     shutil.copytree(popularity_run, unfinished)
     (unfinished / "model.pt").unlink()
-    result = run_pipeforge("evaluate", unfinished)
+    result = run_in_process("evaluate", unfinished)
     assert result.returncode == 2
     assert "model.pt" in result.stderr and "--checkpoint last" in result.stderr
 
@@ -222,7 +227,7 @@ def test_evaluate_an_unfinished_run_points_to_checkpoints(popularity_run, tmp_pa
 def test_export_round_trip(fmt, which, popularity_run, fashion_run):
     run_dir = popularity_run if which == "popularity" else fashion_run[0]
     target = run_dir / ("model.ts" if fmt == "torchscript" else "model.onnx")
-    result = run_pipeforge("export", run_dir, "--format", fmt)
+    result = run_in_process("export", run_dir, "--format", fmt)
     assert result.returncode == 0, result.stderr
     assert f"wrote {target}" in result.stdout
     assert "check passed" in result.stdout and "max abs difference" in result.stdout
@@ -246,20 +251,18 @@ def test_export_never_overwrites_a_file(popularity_run, tmp_path):
     shutil.copytree(popularity_run, run_dir, ignore=shutil.ignore_patterns("model.ts", "model.onnx"))
     mine = run_dir / "model.ts"
     mine.write_text("the user's own file")
-    result = run_pipeforge("export", run_dir, "--format", "torchscript")
+    result = run_in_process("export", run_dir, "--format", "torchscript")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert mine.read_text() == "the user's own file"
 
 
 @needs_onnx
-def test_onnx_check_is_skipped_without_onnxruntime(popularity_run, tmp_path):
-    # An `onnxruntime` that cannot be imported, first on the path: as if it were not installed.
-    blocker = tmp_path / "site" / "onnxruntime"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('onnxruntime is blocked by the test')\n")
+def test_onnx_check_is_skipped_without_onnxruntime(popularity_run, tmp_path, monkeypatch):
+    # An `onnxruntime` that cannot be imported (None in sys.modules: `import onnxruntime` raises
+    # ImportError, even where another test imported it): as if it were not installed.
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
     target = tmp_path / "model.onnx"
-    result = run_pipeforge("export", popularity_run, "--format", "onnx", "-o", target,
-                           env=cli_env(PYTHONPATH=str(tmp_path / "site")))
+    result = run_in_process("export", popularity_run, "--format", "onnx", "-o", target)
     assert result.returncode == 0, result.stderr
     assert target.is_file()
     assert "check skipped: onnxruntime is not installed" in result.stdout
@@ -293,7 +296,7 @@ def test_a_malicious_checkpoint_is_refused_and_runs_no_code(command, writer, pop
         evil.write_bytes(pickle.dumps(payload))
     exported = tmp_path / "model.ts"
     extra = {"export": ["--format", "torchscript", "-o", exported], "predict": ["[[7.5, 3.0]]"]}
-    result = run_pipeforge(command, popularity_run, *extra.get(command, []), "--checkpoint", evil)
+    result = run_in_process(command, popularity_run, *extra.get(command, []), "--checkpoint", evil)
     assert result.returncode == 2
     assert str(evil) in result.stderr and "no code was run" in result.stderr
     assert "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import re
 import shlex
@@ -19,7 +20,9 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -28,7 +31,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from conftest import BIN, ROOT, cli_env, run_pipeforge
+from conftest import BIN, ROOT, cli_env, run_in_process, run_pipeforge
 from pipeforge import Callback, Component, Metric, NoParams, PluginError, UsageError, __version__
 from pipeforge.kit.report import CheckReport
 from pipeforge.kit.scaffold import new_plugin, render, supported_versions
@@ -140,7 +143,7 @@ def test_check_plugin_refuses_a_folder_whose_plugin_is_not_installed(tmp_path):
                  ("callback", "early_stopping"), ("loss", "cross_entropy")}),
 ])
 def test_check_plugin_passes_the_bundled_plugins(tmp_path, plugin, components):
-    result = run_pipeforge("check-plugin", plugin, "--json", cwd=tmp_path)
+    result = run_in_process("check-plugin", plugin, "--json", cwd=tmp_path)  # no second torch start-up
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True and report["problems"] == []
@@ -273,12 +276,48 @@ class Author:
         self.results[command] = result
         return result
 
+    def run_all(self, commands: list[str]) -> None:
+        """Every command, stage after stage (see `stages`), the two lanes of a stage at once;
+        `results` in the guide's order."""
+        for stage in stages(commands):
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for lane in [pool.submit(lambda lane=lane: [self.run(c) for c in lane]) for lane in stage]:
+                    lane.result()
+        self.results = {command: self.results[command] for command in commands}
+
+
+LIGHT = (["pipeforge", "new-plugin"], ["pipeforge", "validate"], ["pipeforge", "show"], ["pipeforge", "list-plugins"])
+
+
+def stages(commands: list[str]) -> list[list[list[str]]]:
+    """The guide's commands as stages of at most two lanes, each lane in the guide's order. A
+    `pip install` changes what the later commands find installed: it is a stage of its own. The
+    commands between two of them go into two lanes that run at once (most start torch, and CI
+    has two cores), the lighter lane taking the next one, except that a command naming the run
+    dir of a `pipeforge run` goes after it, in its lane."""
+    found: list[list[list[str]]] = []
+    lanes: list[list[str]] = [[], []]
+    load, run_dirs = [0, 0], [set(), set()]
+    for command in commands:
+        words = shlex.split(command)
+        if words[:2] == ["pip", "install"]:
+            found += [[lane for lane in lanes if lane], [[command]]]
+            lanes, load, run_dirs = [[], []], [0, 0], [set(), set()]
+            continue
+        lane = next((i for i in (0, 1) if run_dirs[i] & set(words)), 0 if load[0] <= load[1] else 1)
+        lanes[lane].append(command)
+        load[lane] += 1 if words[:2] in LIGHT else 5
+        if words[:2] == ["pipeforge", "run"] and "--run-dir" in words:
+            run_dirs[lane].add(words[words.index("--run-dir") + 1])
+    found.append([lane for lane in lanes if lane])
+    return [stage for stage in found if stage]
+
 
 @pytest.fixture(scope="module")
 def author(tmp_path_factory) -> Author:
     author = Author(tmp_path_factory.mktemp("author"))
-    for command in doc_commands():
-        result = author.run(command)
+    author.run_all(doc_commands())
+    for command, result in author.results.items():
         assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
     return author
 
@@ -396,12 +435,48 @@ def broken_copy(scaffold: Path, root: Path, file: str, text: str, replacement: s
     return site
 
 
+def two_at_a_time(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Each job's result, by name, the jobs run two at a time: each installs a copy with pip and
+    runs check-plugin, a process that imports torch, and CI has two cores."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def check_broken(scaffold: Path, root: Path, breakage: str) -> subprocess.CompletedProcess:
+    """`pipeforge check-plugin FOLDER` on a copy of the scaffold with the edit BREAKAGES names."""
+    file, text, replacement, _, _ = BREAKAGES[breakage]
+    site = broken_copy(scaffold, root, file, text, replacement)
+    return run_pipeforge("check-plugin", root / "pipeforge-acme", cwd=root, env=cli_env(PYTHONPATH=str(site)))
+
+
+def check_required_params(scaffold: Path, root: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """`check-plugin acme --json` on a copy whose model has a required param: once with the
+    shipped recipe in the folder pip recorded, once after that recipe is removed."""
+    required = ('channels: int = Field(8, ge=1', 'channels: int = Field(ge=1')
+    site = broken_copy(scaffold, root, f"{SRC}/plugin.py", *required)
+    with_recipe = run_pipeforge("check-plugin", "acme", "--json", cwd=root, env=cli_env(PYTHONPATH=str(site)))
+    shutil.rmtree(root / "pipeforge-acme" / "recipes")  # the folder pip recorded: no recipe now
+    without = run_pipeforge("check-plugin", "acme", "--json", cwd=root, env=cli_env(PYTHONPATH=str(site)))
+    return with_recipe, without
+
+
+@pytest.fixture(scope="module")
+def checked(scaffold, tmp_path_factory) -> dict[str, Any]:
+    """Every broken copy of BREAKAGES, and the required-params copy, installed and checked, each
+    in its own folder (the folder holds the copy, `site` its install)."""
+    roots = {name: tmp_path_factory.mktemp("broken") for name in [*BREAKAGES, "required params"]}
+    jobs: dict[str, Callable[[], Any]] = {
+        name: functools.partial(check_broken, scaffold, roots[name], name) for name in BREAKAGES}
+    jobs["required params"] = functools.partial(check_required_params, scaffold, roots["required params"])
+    return {name: (roots[name], result) for name, result in two_at_a_time(jobs).items()}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
-def test_check_plugin_catches_and_names_the_component(scaffold, tmp_path, breakage):
-    file, text, replacement, component, words = BREAKAGES[breakage]
-    site = broken_copy(scaffold, tmp_path, file, text, replacement)
-    result = run_pipeforge("check-plugin", tmp_path / "pipeforge-acme", cwd=tmp_path, env=cli_env(PYTHONPATH=str(site)))
+def test_check_plugin_catches_and_names_the_component(checked, breakage):
+    _, _, _, component, words = BREAKAGES[breakage]
+    _, result = checked[breakage]
     assert result.returncode == 1, result.stdout + result.stderr
     problems = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("problem ")]
     assert len(problems) == 1, result.stdout
@@ -410,16 +485,13 @@ def test_check_plugin_catches_and_names_the_component(scaffold, tmp_path, breaka
 
 
 @pytest.mark.slow
-def test_check_plugin_builds_required_params_from_the_shipped_recipe_and_notes_them_without_one(scaffold, tmp_path):
-    required = ('channels: int = Field(8, ge=1', 'channels: int = Field(ge=1')
-    site = broken_copy(scaffold, tmp_path, f"{SRC}/plugin.py", *required)
-    result = run_pipeforge("check-plugin", "acme", "--json", cwd=tmp_path, env=cli_env(PYTHONPATH=str(site)))
+def test_check_plugin_builds_required_params_from_the_shipped_recipe_and_notes_them_without_one(checked):
+    _, (result, without_recipe) = checked["required params"]  # see check_required_params
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["notes"] == []
     assert {"kind": "model", "name": "acme.convnet"}.items() <= next(
         f for f in report["passed"] if f["name"] == "acme.convnet").items()
-    shutil.rmtree(tmp_path / "pipeforge-acme" / "recipes")  # the folder pip recorded: no recipe now
-    result = run_pipeforge("check-plugin", "acme", "--json", cwd=tmp_path, env=cli_env(PYTHONPATH=str(site)))
+    result = without_recipe
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["problems"] == []
     [note] = report["notes"]
@@ -442,10 +514,10 @@ def test_the_pipeforge_wheel_ships_the_templates_and_the_pytest_plugin(tmp_path)
 
 
 @pytest.mark.slow
-def test_list_plugins_flags_a_plugin_that_does_not_support_this_pipeforge(scaffold, tmp_path):
-    _, text, replacement, _, words = BREAKAGES["unsupported pipeforge version"]
-    site = broken_copy(scaffold, tmp_path, "pyproject.toml", text, replacement)
-    listing = run_pipeforge("list-plugins", "--json", cwd=tmp_path, env=cli_env(PYTHONPATH=str(site)))
+def test_list_plugins_flags_a_plugin_that_does_not_support_this_pipeforge(checked, tmp_path):
+    *_, words = BREAKAGES["unsupported pipeforge version"]
+    root, _ = checked["unsupported pipeforge version"]  # that copy, installed in root / "site"
+    listing = run_pipeforge("list-plugins", "--json", cwd=tmp_path, env=cli_env(PYTHONPATH=str(root / "site")))
     assert listing.returncode == 0, listing.stderr
     [acme] = [p for p in json.loads(listing.stdout)["plugins"] if p["name"] == "acme"]
     assert acme["status"] == "incompatible" and words in acme["error"]

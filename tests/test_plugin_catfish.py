@@ -1,4 +1,8 @@
-"""End-to-end tests of the catfish plugin (seed 003) through the `pipeforge` command."""
+"""End-to-end tests of the catfish plugin (seed 003) through the `pipeforge` command.
+
+The trained run and a prediction go through the installed command; the other runs run the same
+CLI in this process (`run_in_process`), so that each does not pay again for an interpreter
+importing torch and torchvision."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RECIPES, run_pipeforge
+from conftest import RECIPES, run_in_process, run_pipeforge
 from datagen import write_image_folder
 
 pytestmark = pytest.mark.slow  # trains through subprocesses: `-m "not slow"` leaves it out
@@ -36,8 +40,8 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def run(run_dir: Path, root: Path, *extra: str):
-    return run_pipeforge(
+def run(run_dir: Path, root: Path, *extra: str, in_process: bool = True):
+    return (run_in_process if in_process else run_pipeforge)(
         "run", RECIPE, "--run-dir", run_dir, "--set", f"dataset.root={root}", *extra,
         cwd=run_dir.parent,
     )
@@ -90,7 +94,7 @@ def trained(tmp_path_factory):
     for split in info.splits:  # what a notebook leaves behind; not a class
         (info.root / split / ".ipynb_checkpoints").mkdir()
     before = snapshot(info.root)
-    result = run(base / "run", info.root, "--set", f"trainer.epochs={EPOCHS}")
+    result = run(base / "run", info.root, "--set", f"trainer.epochs={EPOCHS}", in_process=False)
     return info, before, result, base / "run"
 
 
@@ -177,6 +181,6 @@ def test_predict_names_cat_or_fish_from_an_image_path(trained, tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     names = predicted.stdout.split()
     assert [n for n in names if n in ("cat", "fish")] == ["cat"] * 3 + ["fish"] * 3
-    corrupt = run_pipeforge("predict", run_dir, folder.corrupt[0])
+    corrupt = run_in_process("predict", run_dir, folder.corrupt[0])
     assert corrupt.returncode == 2 and str(folder.corrupt[0]) in corrupt.stderr
     assert "Traceback" not in corrupt.stderr

@@ -1,5 +1,9 @@
 """pipeforge-fashion: the Fashion-MNIST MLP seed (001) as a recipe, run through the CLI on
-generated IDX files in torchvision's layout."""
+generated IDX files in torchvision's layout.
+
+The one-epoch run and the failed download go through the installed command; the others run the
+same CLI in this process (`run_in_process`), so that each does not pay again for an interpreter
+importing torch and torchvision."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPES, cli_env, run_pipeforge
+from conftest import RECIPES, cli_env, run_in_process, run_pipeforge
 from datagen import write_fashion_mnist
 
 pytestmark = pytest.mark.slow  # trains through subprocesses: `-m "not slow"` leaves it out
@@ -82,8 +86,8 @@ def test_one_epoch_run_leaves_the_data_untouched(data_root: Path, tmp_path: Path
 
 def test_training_learns_on_generated_data(data_root: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    result = run_pipeforge(
-        "run", RECIPE, "--run-dir", run_dir, "--set", f"dataset.root={data_root}",
+    result = run_in_process(
+        "run", RECIPE, "--run-dir", run_dir, "--set", f"dataset.root={data_root}", "--set", "dataset.download=false",
         "--set", "optimizer.lr=0.1", "--set", "trainer.epochs=4",
     )
     assert result.returncode == 0, result.stderr
@@ -115,7 +119,7 @@ def test_images_are_what_totensor_gives(data_root: Path):
 
 def test_missing_data_without_download_names_the_directory(tmp_path: Path):
     root = tmp_path / "nothing-here"
-    result = run_pipeforge(
+    result = run_in_process(
         "run", RECIPE, "--run-dir", tmp_path / "run", "--set", f"dataset.root={root}", "--set", "dataset.download=false",
     )
     assert result.returncode == 2
@@ -126,6 +130,7 @@ def test_missing_data_without_download_names_the_directory(tmp_path: Path):
 
 
 def test_failed_download_is_a_data_error(tmp_path: Path):
+    # A process of its own: its proxy settings are read when it first opens a URL.
     root = tmp_path / "data"
     result = run_pipeforge(
         "run", RECIPE, "--run-dir", tmp_path / "run", "--set", f"dataset.root={root}",
@@ -141,7 +146,7 @@ def test_truncated_file_is_a_data_error(tmp_path: Path):
     raw = write_fashion_mnist(tmp_path / "data", n_train=50, n_test=20, seed=1)
     images = raw / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:5000])
-    result = run_pipeforge(
+    result = run_in_process(
         "run", RECIPE, "--run-dir", tmp_path / "run", "--set", f"dataset.root={tmp_path / 'data'}",
         "--set", "dataset.download=false",
     )

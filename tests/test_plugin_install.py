@@ -3,7 +3,9 @@ environment that has only pipeforge, shows up in `list-plugins` with the compone
 and uninstalling it removes only its components.
 
 The environment is a new virtualenv that sees this one's site-packages *minus* every bundled
-plugin (a folder of links to everything else), so the test needs no download.
+plugin (a folder of links to everything else), so the test needs no download. Each plugin gets
+an environment of its own, so that two plugins are tried at once (pip and `list-plugins` are
+processes, and CI has two cores).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,8 +32,11 @@ KINDS = {"pipeforge-mlflow": {"callback"}, "pipeforge-torchmetrics": {"metric"},
 
 @pytest.fixture(scope="module")
 def bare_env(tmp_path_factory) -> Path:
+    return make_bare_env(tmp_path_factory.mktemp("bare"))
+
+
+def make_bare_env(root: Path) -> Path:
     """A virtualenv with pipeforge and its dependencies but none of the bundled plugins."""
-    root = tmp_path_factory.mktemp("bare")
     shared = root / "shared-site"
     shared.mkdir()
     purelib = Path(sysconfig.get_paths()["purelib"])
@@ -63,20 +69,40 @@ def test_bare_env_has_only_the_builtins(bare_env):
     assert set(plugins_in(bare_env)) == {"builtin"}
 
 
-@pytest.mark.parametrize("plugin_dir", PLUGINS, ids=[p.name for p in PLUGINS])
-def test_plugin_installs_alone_and_uninstalls_cleanly(plugin_dir, bare_env):
-    dist = plugin_dir.name
-    builtin_before = plugins_in(bare_env)["builtin"]["components"]
-    pip(bare_env, "install", "--no-deps", "--no-build-isolation", str(plugin_dir))
+def install_and_uninstall(plugin_dir: Path, venv: Path) -> dict[str, dict]:
+    """`list-plugins` in `venv` before the plugin is installed, with it, and after it is
+    uninstalled again."""
+    seen = {"before": plugins_in(venv)}
+    pip(venv, "install", "--no-deps", "--no-build-isolation", str(plugin_dir))
     try:
-        found = plugins_in(bare_env)
-        ours = [p for p in found.values() if p["distribution"] == dist]
-        assert len(ours) == 1 and ours[0]["status"] == "ok", found
-        assert set(found) == {"builtin", ours[0]["name"]}
-        kinds = ours[0]["components"]
-        assert {kind for kind, names in kinds.items() if names} == KINDS.get(dist, {"model", "dataset"}), kinds
-        assert all(name.startswith(ours[0]["name"] + ".") for names in kinds.values() for name in names)
+        seen["installed"] = plugins_in(venv)
     finally:
-        pip(bare_env, "uninstall", "--yes", dist)
-    after = plugins_in(bare_env)
+        pip(venv, "uninstall", "--yes", plugin_dir.name)
+    seen["after"] = plugins_in(venv)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def installed_alone(tmp_path_factory) -> dict[str, Future]:
+    """Each bundled plugin installed and uninstalled in a bare environment of its own, two at a
+    time; a test takes its plugin's `result()` (which raises what that plugin's steps raised)."""
+    venvs = {p.name: make_bare_env(tmp_path_factory.mktemp(p.name)) for p in PLUGINS}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {p.name: pool.submit(install_and_uninstall, p, venvs[p.name]) for p in PLUGINS}
+    return futures
+
+
+@pytest.mark.parametrize("plugin_dir", PLUGINS, ids=[p.name for p in PLUGINS])
+def test_plugin_installs_alone_and_uninstalls_cleanly(plugin_dir, installed_alone):
+    dist = plugin_dir.name
+    seen = installed_alone[dist].result()
+    builtin_before = seen["before"]["builtin"]["components"]
+    found = seen["installed"]
+    ours = [p for p in found.values() if p["distribution"] == dist]
+    assert len(ours) == 1 and ours[0]["status"] == "ok", found
+    assert set(found) == {"builtin", ours[0]["name"]}
+    kinds = ours[0]["components"]
+    assert {kind for kind, names in kinds.items() if names} == KINDS.get(dist, {"model", "dataset"}), kinds
+    assert all(name.startswith(ours[0]["name"] + ".") for names in kinds.values() for name in names)
+    after = seen["after"]
     assert set(after) == {"builtin"} and after["builtin"]["components"] == builtin_before

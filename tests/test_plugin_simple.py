@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPES, run_pipeforge
+from conftest import RECIPES, run_in_process, run_pipeforge
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,11 +34,12 @@ def build_random(seed: int):
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory) -> tuple[Path, Path]:
-    """The recipe run twice for 2 epochs with the same (default) seed, into two run dirs."""
+    """The recipe run twice for 2 epochs with the same (default) seed, into two run dirs: by
+    the installed command, and by the same CLI in this process (no second torch start-up)."""
     base = tmp_path_factory.mktemp("simple")
     dirs = (base / "a", base / "b")
-    for run_dir in dirs:
-        result = run_pipeforge("run", RECIPE, "--run-dir", run_dir, *TWO_EPOCHS)
+    for run_dir, run in zip(dirs, (run_pipeforge, run_in_process)):
+        result = run("run", RECIPE, "--run-dir", run_dir, *TWO_EPOCHS)
         assert result.returncode == 0, result.stderr
     return dirs
 
@@ -101,7 +102,7 @@ def test_same_seed_gives_identical_metrics(two_runs):
 @pytest.mark.slow  # trains through a subprocess
 def test_another_seed_gives_other_metrics(two_runs, tmp_path):
     run_dir = tmp_path / "seed1"
-    result = run_pipeforge("run", RECIPE, "--run-dir", run_dir, *TWO_EPOCHS, "--set", "run.seed=1")
+    result = run_in_process("run", RECIPE, "--run-dir", run_dir, *TWO_EPOCHS, "--set", "run.seed=1")
     assert result.returncode == 0, result.stderr
     assert read_metrics(run_dir) != read_metrics(two_runs[0])
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import RECIPES, group_gone, run_pipeforge, start_slow_run
+from conftest import RECIPES, group_gone, run_in_process, start_slow_run
 from datagen import write_image_folder
 from pipeforge import checkpoint, rundir
 from pipeforge.errors import UsageError
@@ -40,8 +40,8 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_resumes(image
     """systemd, Slurm's scancel and `kill -- -PGID` signal every process of the group, the
     DataLoader workers included: the run still checkpoints, exits 143, and resumes exactly."""
     recipe = RECIPES / "catfish_simplenet.toml"
-    reference = tmp_path / "reference"
-    done = run_pipeforge("run", recipe, "--run-dir", reference, *catfish_args(image_folder), cwd=tmp_path)
+    reference = tmp_path / "reference"  # the uninterrupted run, trained in this process
+    done = run_in_process("run", recipe, "--run-dir", reference, *catfish_args(image_folder), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
 
     run_dir = tmp_path / "run"
@@ -57,7 +57,7 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_resumes(image
     assert found is not None and found[1].epochs_done >= 1
     assert not (run_dir / "model.pt").exists()
 
-    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
+    resumed = run_in_process("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     mine = torch.load(run_dir / "model.pt", weights_only=True)
     theirs = torch.load(reference / "model.pt", weights_only=True)
@@ -115,12 +115,12 @@ def test_a_refused_run_leaves_a_run_dir_in_use_untouched(tmp_path, pipeforge):
         assert (path / "recipe.toml").read_text() == "mine"
 
 
-@pytest.mark.slow  # trains through a subprocess
-def test_a_failure_in_the_first_epoch_keeps_the_logs(tmp_path, pipeforge):
+@pytest.mark.slow  # trains
+def test_a_failure_in_the_first_epoch_keeps_the_logs(tmp_path):
     """The loss becomes inf in epoch 1, before any checkpoint: the TensorBoard log of the steps
     that ran is kept, and the message does not promise a checkpoint that does not exist."""
     run_dir = tmp_path / "rd"
-    result = pipeforge("run", QUICKSTART, "--run-dir", run_dir, "--set", "optimizer.lr=1e30")
+    result = run_in_process("run", QUICKSTART, "--run-dir", run_dir, "--set", "optimizer.lr=1e30", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "No checkpoint had been written yet" in result.stderr
     assert "was removed" not in result.stderr and f"run dir {run_dir} is kept" in result.stderr
@@ -128,15 +128,15 @@ def test_a_failure_in_the_first_epoch_keeps_the_logs(tmp_path, pipeforge):
     assert (run_dir / "recipe.toml").is_file() and (run_dir / "env.json").is_file()
 
 
-@pytest.mark.slow  # trains through a subprocess
-def test_a_run_that_failed_before_logging_is_removed_but_a_users_folder_stays(tmp_path, pipeforge):
+@pytest.mark.slow  # trains
+def test_a_run_that_failed_before_logging_is_removed_but_a_users_folder_stays(tmp_path):
     bad = ["--set", "model.in_features=5"]  # the first step fails with a shape error
     new = tmp_path / "new"
-    assert pipeforge("run", QUICKSTART, "--run-dir", new, *bad).returncode == 1
+    assert run_in_process("run", QUICKSTART, "--run-dir", new, *bad, cwd=tmp_path).returncode == 1
     assert not new.exists()
     mine = tmp_path / "mine"
     mine.mkdir()
-    assert pipeforge("run", QUICKSTART, "--run-dir", mine, *bad).returncode == 1
+    assert run_in_process("run", QUICKSTART, "--run-dir", mine, *bad, cwd=tmp_path).returncode == 1
     assert mine.is_dir() and not any(mine.iterdir())
 
 

@@ -13,11 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_env, run_pipeforge, start_slow_run
+from conftest import cli_env, run_in_process, run_pipeforge, start_slow_run
 from pipeforge import checkpoint
 from pipeforge.errors import CheckpointError
 
 pytestmark = pytest.mark.slow  # subprocess-heavy: `-m "not slow"` leaves it out
+
+# Runs that are killed or signalled are `pipeforge` processes; the reference run and the
+# resumes that complete a run train in this process (`run_in_process`: the same CLI code, without
+# a new interpreter importing torch), which is what a test pays for most.
 
 # Dropout makes the model draw random numbers, so resuming must restore the RNG exactly.
 RECIPE = """
@@ -66,7 +70,7 @@ def recipe(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(recipe, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("ref") / "run"
-    result = run_pipeforge("run", recipe, "--run-dir", run_dir, "--quiet")
+    result = run_in_process("run", recipe, "--run-dir", run_dir, "--quiet")
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -100,7 +104,7 @@ def test_sigkill_then_resume_is_bitwise_identical(kill, recipe, reference, kille
     killed = run_pipeforge("run", recipe, "--run-dir", run_dir, "--quiet", env={**killer_env, **kill})
     assert killed.returncode == -signal.SIGKILL
     assert not (run_dir / "model.pt").exists()
-    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet", env=killer_env)
+    resumed = run_in_process("run", "--resume", run_dir, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(run_dir, reference)
 
@@ -172,7 +176,7 @@ def test_kill_at_random_moments_including_checkpoint_writes(recipe, reference, t
         assert proc.wait() == -signal.SIGKILL, "the run ended before the kill landed"
         assert not (run_dir / "model.pt").exists()
         command = ["run", "--resume", run_dir, *args]
-    final = run_pipeforge(*command)
+    final = run_in_process(*command)  # the killed resumes above were processes
     assert final.returncode == 0, final.stderr
     # checkpoint_every_steps may change on resume, and changes nothing the run computes.
     assert_same_run(run_dir, reference)
@@ -189,7 +193,7 @@ def test_signal_checkpoints_and_exits_then_resume_completes(sig, code, recipe, r
     assert f"Resume with: pipeforge run --resume {run_dir}" in stderr and "Traceback" not in stderr
     assert checkpoint.latest_valid(run_dir / "checkpoints") is not None
     assert not (run_dir / "model.pt").exists()
-    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet")
+    resumed = run_in_process("run", "--resume", run_dir, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(run_dir, reference)
 
@@ -214,11 +218,11 @@ def test_resume_refuses_a_changed_recipe_and_allows_more_epochs(reference, tmp_p
     run_dir = tmp_path / "copy"
     shutil.copytree(reference, run_dir)
     before = (run_dir / "recipe.toml").read_text()
-    refused = run_pipeforge("run", "--resume", run_dir, "--set", "optimizer.lr=0.5")
+    refused = run_in_process("run", "--resume", run_dir, "--set", "optimizer.lr=0.5")
     assert refused.returncode == 2
     assert "optimizer.lr: 0.01 -> 0.5" in refused.stderr and "Traceback" not in refused.stderr
     assert (run_dir / "recipe.toml").read_text() == before
-    longer = run_pipeforge("run", "--resume", run_dir, "--set", "trainer.epochs=5", "--quiet")
+    longer = run_in_process("run", "--resume", run_dir, "--set", "trainer.epochs=5", "--quiet")
     assert longer.returncode == 0, longer.stderr
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
@@ -227,8 +231,8 @@ def test_resume_refuses_a_changed_recipe_and_allows_more_epochs(reference, tmp_p
 
 def test_nonfinite_loss_stops_with_exit_1_and_keeps_last_good_checkpoint(recipe, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_pipeforge("run", recipe, "--run-dir", run_dir, "--set", "optimizer.name='sgd'",
-                           "--set", "optimizer.lr=1e30", "--set", "trainer.checkpoint_every_steps=1")
+    result = run_in_process("run", recipe, "--run-dir", run_dir, "--set", "optimizer.name='sgd'",
+                            "--set", "optimizer.lr=1e30", "--set", "trainer.checkpoint_every_steps=1")
     assert result.returncode == 1, result.stderr
     assert "not finite" in result.stderr or "loss became" in result.stderr
     assert "epoch 1" in result.stderr and "Traceback" not in result.stderr
@@ -266,11 +270,11 @@ def test_malicious_checkpoint_is_refused_and_runs_no_code(writer, reference, tmp
     # Resume never skips a checkpoint it cannot read (training on would write over it): exit 2
     # naming the file, and nothing changed; moved away, the newest valid one is used.
     before = sorted(p.name for p in run_dir.rglob("*"))
-    refused = run_pipeforge("run", "--resume", run_dir, "--quiet")
+    refused = run_in_process("run", "--resume", run_dir, "--quiet")
     assert refused.returncode == 2 and "step-99999999.pt" in refused.stderr and "Traceback" not in refused.stderr
     assert sorted(p.name for p in run_dir.rglob("*")) == before and not marker.exists()
     evil.rename(tmp_path / "evil.pt")
-    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet")
+    resumed = run_in_process("run", "--resume", run_dir, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert not marker.exists()
 
@@ -298,12 +302,12 @@ def test_checkpoint_every_epochs(every, expected, tmp_path):
     from conftest import RECIPES
 
     run_dir = tmp_path / "run"
-    result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", run_dir, "--quiet",
-                           "--set", f"trainer.checkpoint_every_epochs={every}")
+    result = run_in_process("run", RECIPES / "quickstart.toml", "--run-dir", run_dir, "--quiet",
+                            "--set", f"trainer.checkpoint_every_epochs={every}")
     assert result.returncode == 0, result.stderr
     # quickstart: 1024 samples / 32 = 32 steps an epoch, 5 epochs; the last epoch is always saved.
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == expected
-    longer = run_pipeforge("run", "--resume", run_dir, "--quiet", "--set", "trainer.epochs=6",
-                           "--set", f"trainer.checkpoint_every_epochs={every}")
+    longer = run_in_process("run", "--resume", run_dir, "--quiet", "--set", "trainer.epochs=6",
+                            "--set", f"trainer.checkpoint_every_epochs={every}")
     assert longer.returncode == 0, longer.stderr
     assert [json.loads(r)["epoch"] for r in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]

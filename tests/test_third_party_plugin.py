@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -74,11 +75,14 @@ epochs = 3
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dists")
-    return {
-        "good": pip_install(make_dist(root, "pipeforge-acme", "acme", "pipeforge_acme", GOOD_PLUGIN), root / "site-good"),
-        "broken": pip_install(make_dist(root, "pipeforge-broken", "broken", "pipeforge_broken", BROKEN_PLUGIN), root / "site-broken"),
-        "fork": pip_install(make_dist(root, "pipeforge-acme-fork", "acme", "pipeforge_acme_fork", GOOD_PLUGIN, "9.9"), root / "site-fork"),
+    sources = {
+        "good": make_dist(root, "pipeforge-acme", "acme", "pipeforge_acme", GOOD_PLUGIN),
+        "broken": make_dist(root, "pipeforge-broken", "broken", "pipeforge_broken", BROKEN_PLUGIN),
+        "fork": make_dist(root, "pipeforge-acme-fork", "acme", "pipeforge_acme_fork", GOOD_PLUGIN, "9.9"),
     }
+    with ThreadPoolExecutor(max_workers=2) as pool:  # pip processes, two at a time (CI has two cores)
+        installs = {name: pool.submit(pip_install, source, root / f"site-{name}") for name, source in sources.items()}
+        return {name: install.result() for name, install in installs.items()}
 
 
 def env_with(*paths: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pipeforge
-from conftest import RECIPES, run_pipeforge
+from conftest import RECIPES, run_in_process, run_pipeforge
 from pipeforge import Callback, Interrupted, RecipeError, StopRequest
 from pipeforge.builtin import params as p
 from pipeforge.builtin.synthetic import build_dataset, build_mlp
@@ -197,9 +197,9 @@ def test_max_time_checkpoints_and_a_resume_completes(tmp_path):
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
 
-@pytest.mark.slow  # trains through a subprocess
+@pytest.mark.slow  # trains
 def test_max_time_exits_3_with_the_resume_command(tmp_path):
-    result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", tmp_path / "run", "--quiet",
+    result = run_in_process("run", RECIPES / "quickstart.toml", "--run-dir", tmp_path / "run", "--quiet",
                            "--set", "trainer.max_time=0.001", "--set", "callbacks=[]", cwd=tmp_path)
     assert result.returncode == 3, result.stderr
     assert "trainer.max_time" in result.stderr and f"pipeforge run --resume {tmp_path / 'run'}" in result.stderr
@@ -276,8 +276,8 @@ def test_ema_resumes_bitwise_and_serves_evaluate_predict_export(tmp_path):
     evaluation = pipeforge.evaluate(tmp_path / "run", checkpoint="ema")
     assert evaluation.metrics["val_accuracy"] == reference.history[-1]["val_accuracy"]
     assert evaluation.metrics["val_loss"] == pytest.approx(reference.history[-1]["val_loss"], rel=1e-5)
-    exported = run_pipeforge("export", tmp_path / "run", "--format", "torchscript", "--checkpoint", "ema",
-                             "-o", tmp_path / "ema.ts", cwd=tmp_path)
+    exported = run_in_process("export", tmp_path / "run", "--format", "torchscript", "--checkpoint", "ema",
+                              "-o", tmp_path / "ema.ts", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
 
 
@@ -303,9 +303,9 @@ def test_mid_epoch_evaluations_carry_their_step_and_resume_exactly(tmp_path):
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
 
-@pytest.mark.slow  # trains through a subprocess
+@pytest.mark.slow  # trains
 def test_the_console_shows_the_model_summary_at_start(tmp_path):
-    result = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", tmp_path / "run",
+    result = run_in_process("run", RECIPES / "quickstart.toml", "--run-dir", tmp_path / "run",
                            "--set", "trainer.epochs=1", "--set", "callbacks=[]", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "model: 1,283 parameters (1,283 trainable), 0.005 MB" in result.stdout + result.stderr  # 16-64-3 MLP
@@ -319,8 +319,8 @@ def test_kill_9_inside_an_accumulation_group_during_warmup_with_fp16_and_ema(tmp
             "trainer.ema_decay=0.9", "trainer.clip_grad_norm=1.0", "trainer.checkpoint_every_steps=4",
             "scheduler={name = \"cosine\", interval = \"step\", warmup_steps = 20}"]
     args = [arg for text in sets for arg in ("--set", text)]
-    reference = tmp_path / "reference"
-    done = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", reference, "--quiet", *args, cwd=tmp_path)
+    reference = tmp_path / "reference"  # trained in this process; the killed run is a process
+    done = run_in_process("run", RECIPES / "quickstart.toml", "--run-dir", reference, "--quiet", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run_dir = tmp_path / "run"
     # 32 batches an epoch, groups of 3: epoch 1's batch 16 is the second of the group 15-17,
@@ -328,7 +328,7 @@ def test_kill_9_inside_an_accumulation_group_during_warmup_with_fp16_and_ema(tmp
     killed = run_pipeforge("run", RECIPES / "quickstart.toml", "--run-dir", run_dir, "--quiet", *args, cwd=tmp_path,
                            env={**killer_env, "KILL_AT_BATCH": "1:16"})
     assert killed.returncode == -signal.SIGKILL
-    resumed = run_pipeforge("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
+    resumed = run_in_process("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     for name in ("model.pt", "model_ema.pt"):
         mine = torch.load(run_dir / name, weights_only=True)
