@@ -373,18 +373,7 @@ class SweepDir:
 
     def events(self) -> list[dict[str, Any]]:
         """Every row of sweep.jsonl (a torn last line, from a killed process, is skipped)."""
-        path = self.path / SWEEP_LOG
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("number"), int):
-                rows.append(row)
-        return rows
+        return [row for row in jsonl_rows(self.path / SWEEP_LOG) if isinstance(row.get("number"), int)]
 
     def known_trials(self) -> list[Trial]:
         """The trials sweep.jsonl names, by number (for Optuna sweeps, whose trials are drawn)."""
@@ -419,7 +408,12 @@ class SweepDir:
 
 def epoch_rows(run_dir: Path) -> list[dict[str, Any]]:
     """The epoch rows of a run's metrics.jsonl (mid-epoch evaluation rows carry `step`)."""
-    path = run_dir / "metrics.jsonl"
+    return [row for row in jsonl_rows(run_dir / "metrics.jsonl") if "step" not in row]
+
+
+def jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, one per line; a torn or foreign line is skipped;
+    none if the file is missing."""
     if not path.is_file():
         return []
     rows = []
@@ -428,7 +422,7 @@ def epoch_rows(run_dir: Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and "step" not in row:
+        if isinstance(row, dict):
             rows.append(row)
     return rows
 
